@@ -1,0 +1,39 @@
+"""The conformance kit third parties use to verify their own adapters.
+
+    from memsys.testing import MemoryStoreContract
+
+    class TestMyStore(MemoryStoreContract):
+        def create_store(self, path):
+            return MyStore(path=path)
+
+Also here: deterministic samples, fault-injecting wrappers, the stateful model
+factory, history checkers and the chaos runner. The contracts import pytest;
+they are loaded when first used, so the chaos runner works without it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "MemoryStoreContract": "memsys.testing.contract",
+    "VectorStoreContract": "memsys.testing.contract",
+    "GraphStoreContract": "memsys.testing.contract",
+    "dump": "memsys.testing.contract",
+    "sample_item": "memsys.testing.samples",
+    "random_item": "memsys.testing.samples",
+    "AWKWARD_IDS": "memsys.testing.samples",
+    "run_contract": "memsys.testing.verify",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'memsys.testing' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
