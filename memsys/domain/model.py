@@ -13,7 +13,7 @@ import math
 import re
 import uuid
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from enum import Enum
 from typing import Any, TypedDict
 
@@ -247,6 +247,31 @@ class MemoryItem:
 _SERIALIZED_KEYS = frozenset(SerializedMemoryItem.__annotations__)
 
 
+_UTC_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def to_epoch_us(value: datetime) -> int:
+    """Microseconds since the Unix epoch, exactly (engines store timestamps this way)."""
+    return (value - _UTC_EPOCH) // _MICROSECOND
+
+
+def from_epoch_us(value: int) -> datetime:
+    return _UTC_EPOCH + timedelta(microseconds=value)
+
+
+def trusted_item(item_id: str, content: JSONValue, memory_type: str, metadata: dict[str, JSONValue],
+                 created_at: datetime, updated_at: datetime, version: int) -> MemoryItem:
+    """Build an item from fields an adapter wrote itself, skipping the deep checks."""
+    item = object.__new__(MemoryItem)
+    member = _TYPES_BY_VALUE.get(memory_type) or MemoryType.from_raw(memory_type)
+    for name, value in (("id", item_id), ("content", content), ("memory_type", member),
+                        ("metadata", metadata), ("created_at", created_at),
+                        ("updated_at", updated_at), ("version", version)):
+        object.__setattr__(item, name, value)
+    return item
+
+
 def decode_item(data: Mapping[str, Any]) -> MemoryItem:
     """Fast decode of a record an adapter wrote itself from ``to_dict``.
 
@@ -267,12 +292,8 @@ def decode_item(data: Mapping[str, Any]) -> MemoryItem:
     if (created.tzinfo is None or updated.tzinfo is None or type(version) is not int
             or type(metadata) is not dict or type(item_id) is not str or len(data) != len(_SERIALIZED_KEYS)):
         return MemoryItem.from_dict(data)
-    item = object.__new__(MemoryItem)
-    for name, value in (("id", item_id), ("content", content), ("memory_type", memory_type),
-                        ("metadata", metadata), ("created_at", created.astimezone(timezone.utc)),
-                        ("updated_at", updated.astimezone(timezone.utc)), ("version", version)):
-        object.__setattr__(item, name, value)
-    return item
+    return trusted_item(item_id, content, memory_type.value, metadata, created.astimezone(timezone.utc),
+                        updated.astimezone(timezone.utc), version)
 
 
 def check_embedding(embedding: object, what: str = "embedding") -> tuple[float, ...]:
