@@ -1,0 +1,237 @@
+"""FAISS: a flat (exact) or HNSW index with stable ids, real deletes, and a journal.
+
+* Ids: every item gets an int64 label of its own through ``IndexIDMap2``; an
+  update gets a fresh label, so labels are never reused.
+* Deletes: the flat index removes the vector; HNSW cannot remove, so the label
+  is tombstoned, searched past (k + tombstones) and dropped when the index is
+  rebuilt at the next compaction. Search returns exactly top_k live items
+  whenever that many exist.
+* Metric "cosine" stores L2-normalised vectors in an inner-product index;
+  "ip" stores them as given. The caller's original embedding is kept beside
+  the index, so ``retrieve_vector`` returns exactly what was stored.
+* Persistence: a snapshot holding the serialised index, the items and the
+  original vectors together (one file, replaced atomically), plus a journal
+  of batches; a write appends one fsynced journal record.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from collections.abc import Iterable, Sequence
+from typing import Any, ClassVar
+
+from memsys.adapters._base import import_backend
+from memsys.adapters._files import Journal
+from memsys.adapters._vector import VectorStoreBase
+from memsys.domain.errors import CorruptStoreError, InvalidInputError, MemsysError, StoreError
+from memsys.domain.model import MemoryItem, decode_item
+from memsys.domain.operations import Delete, Operation, Put, decode_op, encode_op
+from memsys.domain.query import MemoryQuery
+from memsys.ports import Capability, Embedder
+
+SNAPSHOT = "faiss.snapshot"
+INDEX_KINDS = ("flat", "hnsw")
+_LENGTH = struct.Struct("<Q")
+
+
+class FAISSVectorStore(VectorStoreBase):
+    backend = "faiss"
+    capabilities: ClassVar[frozenset[Capability]] = VectorStoreBase.capabilities | {Capability.PERSISTENCE}
+
+    def __init__(self, path: str | os.PathLike[str], *, embedder: Embedder | None = None,
+                 dimension: int | None = None, metric: str = "cosine", index: str = "flat", hnsw_m: int = 32,
+                 ef_construction: int = 200, ef_search: int = 128, sync: bool = True,
+                 compact_bytes: int = 16 << 20, name: str | None = None) -> None:
+        super().__init__(path, embedder=embedder, dimension=dimension, metric=metric, name=name)
+        if index not in INDEX_KINDS:
+            raise InvalidInputError(f"index must be one of {INDEX_KINDS}, got {index!r}")
+        self._faiss = import_backend("faiss", "faiss")
+        self._np = import_backend("numpy", "faiss")
+        self.index_kind = index
+        self.exact_search = index == "flat"
+        self.sync = sync
+        self._hnsw = (hnsw_m, ef_construction, ef_search)
+        self._items: dict[str, MemoryItem] = {}
+        self._labels: dict[str, int] = {}
+        self._ids: dict[int, str] = {}
+        self._originals: dict[str, Any] = {}
+        self._tombstones: set[int] = set()
+        self._next_label = 0
+        self._index: Any = None
+        self._journal = Journal(self.path, SNAPSHOT, sync=sync, compact_bytes=compact_bytes)  # type: ignore[arg-type]
+        self._call("open", self._open)
+
+    # --- index
+
+    def _new_index(self) -> Any:
+        faiss = self._faiss
+        if self.index_kind == "flat":
+            inner = faiss.IndexFlatIP(self.dimension)
+        else:
+            m, ef_construction, ef_search = self._hnsw
+            inner = faiss.IndexHNSWFlat(self.dimension, m, faiss.METRIC_INNER_PRODUCT)
+            inner.hnsw.efConstruction = ef_construction
+            inner.hnsw.efSearch = ef_search
+        return faiss.IndexIDMap2(inner)
+
+    def _prepared_matrix(self, vectors: Any) -> Any:
+        matrix = self._np.ascontiguousarray(vectors, dtype=self._np.float32).reshape(-1, self.dimension).copy()
+        if self.metric == "cosine":
+            self._faiss.normalize_L2(matrix)
+        return matrix
+
+    # --- open, snapshot
+
+    def _open(self) -> None:
+        snapshot, batches = self._journal.open()
+        if snapshot is None:
+            self._index = self._new_index()
+            if not batches:
+                self._journal.compact(self._dump)  # persist the configuration from the start
+        else:
+            self._load(*snapshot)
+        for batch in batches:
+            self._apply_to_index([decode_op(record) for record in batch])
+
+    def _load(self, header: dict[str, Any], body: bytes) -> None:
+        where = self._journal.snapshot_path
+        if header.get("format") != "memsys-faiss-1":
+            raise CorruptStoreError(f"{where}: unknown format {header.get('format')!r}", path=where)
+        for key, mine in (("dimension", self.dimension), ("metric", self.metric), ("index", self.index_kind)):
+            if header.get(key) != mine:
+                raise InvalidInputError(f"{where} was built with {key}={header.get(key)!r}; this store was "
+                                        f"opened with {key}={mine!r}")
+        np = self._np
+        meta_length = _LENGTH.unpack_from(body, 0)[0]
+        meta = json.loads(body[_LENGTH.size:_LENGTH.size + meta_length])
+        offset = _LENGTH.size + meta_length
+        index_length = _LENGTH.unpack_from(body, offset)[0]
+        offset += _LENGTH.size
+        index_bytes = np.frombuffer(body[offset:offset + index_length], dtype=np.uint8)
+        originals = np.frombuffer(body[offset + index_length:], dtype=np.float32).reshape(-1, self.dimension)
+        self._index = self._faiss.deserialize_index(index_bytes)
+        if self.index_kind == "hnsw":
+            self._faiss.downcast_index(self._index.index).hnsw.efSearch = self._hnsw[2]
+        for record, label, vector in zip(meta["items"], meta["labels"], originals):
+            item = decode_item(record)
+            self._items[item.id] = item
+            self._labels[item.id] = label
+            self._ids[label] = item.id
+            self._originals[item.id] = vector.copy()
+        self._tombstones = set(meta["tombstones"])
+        self._next_label = meta["next_label"]
+
+    def _dump(self) -> tuple[dict[str, Any], bytes]:
+        np = self._np
+        if self._tombstones:
+            self._rebuild()
+        ids = list(self._items)
+        meta = json.dumps({"items": [self._items[i].to_dict() for i in ids], "labels": [self._labels[i] for i in ids],
+                           "tombstones": sorted(self._tombstones), "next_label": self._next_label},
+                          ensure_ascii=False).encode()
+        index_bytes = self._faiss.serialize_index(self._index).tobytes()
+        originals = (np.stack([self._originals[i] for i in ids]) if ids
+                     else np.zeros((0, self.dimension), np.float32)).astype(np.float32).tobytes()
+        header = {"format": "memsys-faiss-1", "dimension": self.dimension, "metric": self.metric,
+                  "index": self.index_kind, "embedder": getattr(self.embedder, "name", "")}
+        return header, _LENGTH.pack(len(meta)) + meta + _LENGTH.pack(len(index_bytes)) + index_bytes + originals
+
+    def _rebuild(self) -> None:
+        """A fresh index of the live vectors only (HNSW cannot delete in place)."""
+        index = self._new_index()
+        ids = list(self._items)
+        if ids:
+            labels = self._np.asarray([self._labels[i] for i in ids], dtype=self._np.int64)
+            index.add_with_ids(self._prepared_matrix(self._np.stack([self._originals[i] for i in ids])), labels)
+        self._index = index
+        self._tombstones = set()
+
+    def compact(self) -> None:
+        """Rewrite the snapshot now (dropping tombstones) and empty the journal."""
+        self._call("compact", self._journal.compact, self._dump)
+
+    # --- errors
+
+    def _translate(self, exc: Exception, operation: str) -> MemsysError:
+        if operation == "open" and isinstance(exc, (RuntimeError, ValueError, KeyError, TypeError, struct.error)):
+            return CorruptStoreError(f"{self.name}: {self.path} holds an unreadable FAISS store: {exc}",
+                                     path=self.path)
+        return StoreError(f"{self.name}: {operation} on {self.path} failed: {type(exc).__name__}: {exc}",
+                          store=self.name)
+
+    # --- primitives
+
+    def _get(self, item_id: str) -> MemoryItem | None:
+        return self._items.get(item_id)
+
+    def _get_embedding(self, item_id: str) -> tuple[float, ...] | None:
+        vector = self._originals.get(item_id)
+        return None if vector is None else tuple(vector.tolist())
+
+    def _scan(self) -> Iterable[MemoryItem]:
+        return list(self._items.values())
+
+    def _count(self) -> int:
+        return len(self._items)
+
+    def _apply(self, ops: Sequence[Operation], durable: bool) -> None:
+        if not ops:
+            return
+        self._journal.append([encode_op(op) for op in ops], durable=durable or self.sync)
+        self._apply_to_index(ops)
+        self._journal.maybe_compact(self._dump)
+
+    def _apply_to_index(self, ops: Sequence[Operation]) -> None:
+        np = self._np
+        for op in ops:
+            if isinstance(op, (Put, Delete)):
+                self._forget(op.item_id)
+            if isinstance(op, Put):
+                label = self._next_label
+                self._next_label += 1
+                vector = np.asarray(op.embedding, dtype=np.float32)
+                self._index.add_with_ids(self._prepared_matrix(vector), np.asarray([label], dtype=np.int64))
+                self._items[op.item.id] = op.item
+                self._labels[op.item.id] = label
+                self._ids[label] = op.item.id
+                self._originals[op.item.id] = vector
+
+    def _forget(self, item_id: str) -> None:
+        label = self._labels.pop(item_id, None)
+        if label is None:
+            return
+        del self._ids[label]
+        del self._items[item_id]
+        del self._originals[item_id]
+        if self.index_kind == "flat":
+            self._index.remove_ids(self._np.asarray([label], dtype=self._np.int64))
+        else:
+            self._tombstones.add(label)
+
+    def _similar(self, query: Any, top_k: int, where: MemoryQuery | None) -> list[tuple[MemoryItem, float]]:
+        np = self._np
+        if where is not None:  # exact scores over the matching items: a filter can exclude most of the index
+            ids = [i.id for i in self._items.values() if where.matches(i)]
+            if not ids:
+                return []
+            scores = self._prepared_matrix(np.stack([self._originals[i] for i in ids])) @ query
+            order = sorted(range(len(ids)), key=lambda j: (-float(scores[j]), ids[j]))[:top_k]
+            return [(self._items[ids[j]], float(scores[j])) for j in order]
+        k = min(top_k + len(self._tombstones), self._index.ntotal)
+        if k <= 0:
+            return []
+        distances, labels = self._index.search(np.ascontiguousarray(query.reshape(1, -1), dtype=np.float32), k)
+        hits = []
+        for score, label in zip(distances[0], labels[0]):
+            item_id = self._ids.get(int(label))
+            if item_id is not None:
+                hits.append((self._items[item_id], float(score)))
+        return hits[:top_k]
+
+    def _flush(self) -> None:
+        self._journal.flush()
+
+    def _close(self) -> None:
+        self._journal.close()

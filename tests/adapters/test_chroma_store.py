@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import pytest
+
+from memsys import InvalidInputError
+from memsys.adapters.chroma_store import ChromaDBVectorStore
+from memsys.ports import Capability
+from memsys.testing import VectorStoreContract, sample_item
+
+
+class TestChromaEmbeddedContract(VectorStoreContract):
+    def create_store(self, path):
+        return ChromaDBVectorStore(path=path, dimension=32)
+
+
+class TestChromaServerContract(VectorStoreContract):
+    """The same contract against a real `chroma run` server on a loopback port."""
+
+    @pytest.fixture(autouse=True)
+    def _server(self, chroma_server):
+        self.server = chroma_server
+
+    def create_store(self, path):
+        return ChromaDBVectorStore(path=path, host=self.server.host, port=self.server.port, dimension=32)
+
+
+def test_server_mode_declares_remote_and_reaches_the_same_collection(chroma_server, tmp_path) -> None:
+    store = ChromaDBVectorStore(path=tmp_path / "ns", server=chroma_server.url, dimension=16)
+    assert Capability.REMOTE in store.capabilities and Capability.PERSISTENCE not in store.capabilities
+    store.store(sample_item(1))
+    store.close()
+    again = ChromaDBVectorStore(path=tmp_path / "ns", host="127.0.0.1", port=chroma_server.port, dimension=16)
+    assert again.retrieve("item-00001") == sample_item(1)
+
+
+def test_chroma_is_never_asked_to_embed(tmp_path, monkeypatch) -> None:
+    import chromadb.utils.embedding_functions as functions
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("Chroma's default embedding function was called")
+
+    monkeypatch.setattr(functions.DefaultEmbeddingFunction, "__call__", forbidden, raising=False)
+    store = ChromaDBVectorStore(path=tmp_path / "c", dimension=16)
+    store.store_many([sample_item(i) for i in range(20)])
+    assert len(store.similarity_search([0.1] * 16, top_k=5)) == 5
+
+
+def test_reopening_with_another_dimension_is_refused(tmp_path) -> None:
+    ChromaDBVectorStore(path=tmp_path / "c", dimension=16).close()
+    with pytest.raises(InvalidInputError, match="16-dimension"):
+        ChromaDBVectorStore(path=tmp_path / "c", dimension=8)
+
+
+def test_batches_larger_than_the_client_maximum_are_split(tmp_path) -> None:
+    store = ChromaDBVectorStore(path=tmp_path / "c", dimension=8)
+    store._batch = 7  # as if the client's maximum were 7
+    items = [sample_item(i) for i in range(30)]
+    store.store_many(items)
+    assert store.count() == 30 and len(store.retrieve_many([i.id for i in items])) == 30
+    assert store.delete_many([i.id for i in items[:20]]) == 20 and store.count() == 10
+    assert len(list(store.iter_items())) == 10
