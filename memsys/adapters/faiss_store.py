@@ -185,18 +185,31 @@ class FAISSVectorStore(VectorStoreBase):
 
     def _apply_to_index(self, ops: Sequence[Operation]) -> None:
         np = self._np
+        pending: dict[str, Put] = {}  # puts not yet in the index, added as one matrix
+
+        def add_pending() -> None:
+            if not pending:
+                return
+            labels = np.arange(self._next_label, self._next_label + len(pending), dtype=np.int64)
+            self._next_label += len(pending)
+            vectors = np.asarray([p.embedding for p in pending.values()], dtype=np.float32)
+            self._index.add_with_ids(self._prepared_matrix(vectors), labels)
+            for put, label, vector in zip(pending.values(), labels.tolist(), vectors):
+                self._items[put.item.id] = put.item
+                self._labels[put.item.id] = label
+                self._ids[label] = put.item.id
+                self._originals[put.item.id] = vector
+            pending.clear()
+
         for op in ops:
-            if isinstance(op, (Put, Delete)):
-                self._forget(op.item_id)
             if isinstance(op, Put):
-                label = self._next_label
-                self._next_label += 1
-                vector = np.asarray(op.embedding, dtype=np.float32)
-                self._index.add_with_ids(self._prepared_matrix(vector), np.asarray([label], dtype=np.int64))
-                self._items[op.item.id] = op.item
-                self._labels[op.item.id] = label
-                self._ids[label] = op.item.id
-                self._originals[op.item.id] = vector
+                pending.pop(op.item.id, None)
+                self._forget(op.item.id)
+                pending[op.item.id] = op
+            elif isinstance(op, Delete):
+                pending.pop(op.item_id, None)
+                self._forget(op.item_id)
+        add_pending()
 
     def _forget(self, item_id: str) -> None:
         label = self._labels.pop(item_id, None)
@@ -210,7 +223,7 @@ class FAISSVectorStore(VectorStoreBase):
         else:
             self._tombstones.add(label)
 
-    def _similar(self, query: Any, top_k: int, where: MemoryQuery | None) -> list[tuple[MemoryItem, float]]:
+    def _similar(self, query: Any, top_k: int, where: MemoryQuery | None) -> list[tuple[Any, ...]]:
         np = self._np
         if where is not None:  # exact scores over the matching items: a filter can exclude most of the index
             ids = [i.id for i in self._items.values() if where.matches(i)]
@@ -218,7 +231,7 @@ class FAISSVectorStore(VectorStoreBase):
                 return []
             scores = self._prepared_matrix(np.stack([self._originals[i] for i in ids])) @ query
             order = sorted(range(len(ids)), key=lambda j: (-float(scores[j]), ids[j]))[:top_k]
-            return [(self._items[ids[j]], float(scores[j])) for j in order]
+            return [(self._items[ids[j]], float(scores[j]), None) for j in order]
         k = min(top_k + len(self._tombstones), self._index.ntotal)
         if k <= 0:
             return []
@@ -227,7 +240,7 @@ class FAISSVectorStore(VectorStoreBase):
         for score, label in zip(distances[0], labels[0]):
             item_id = self._ids.get(int(label))
             if item_id is not None:
-                hits.append((self._items[item_id], float(score)))
+                hits.append((self._items[item_id], float(score), None))
         return hits[:top_k]
 
     def _flush(self) -> None:

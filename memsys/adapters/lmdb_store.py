@@ -24,6 +24,7 @@ from memsys.domain.operations import Delete, Operation, Put
 from memsys.ports import Capability
 
 _MAX_GROWTHS = 40
+_json_decode = json.JSONDecoder().decode
 
 
 class LMDBMemoryAdapter(BaseMemoryStore):
@@ -64,8 +65,9 @@ class LMDBMemoryAdapter(BaseMemoryStore):
 
     # --- primitives
 
-    def _decode(self, raw: bytes) -> MemoryItem:
-        return decode_item(json.loads(raw))
+    @staticmethod
+    def _decode(raw: bytes) -> MemoryItem:
+        return decode_item(_json_decode(raw.decode("utf-8")))
 
     def _get(self, item_id: str) -> MemoryItem | None:
         with self._env.begin(db=self._db) as txn:

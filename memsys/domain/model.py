@@ -245,6 +245,10 @@ class MemoryItem:
 
 
 _SERIALIZED_KEYS = frozenset(SerializedMemoryItem.__annotations__)
+_new_item = object.__new__
+# The slots' own setters: they bypass the frozen __setattr__ without its per-call cost.
+_ITEM_SETTERS = tuple(MemoryItem.__dict__[name].__set__ for name in
+                      ("id", "content", "memory_type", "metadata", "created_at", "updated_at", "version"))
 
 
 _UTC_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -262,13 +266,17 @@ def from_epoch_us(value: int) -> datetime:
 
 def trusted_item(item_id: str, content: JSONValue, memory_type: str, metadata: dict[str, JSONValue],
                  created_at: datetime, updated_at: datetime, version: int) -> MemoryItem:
-    """Build an item from fields an adapter wrote itself, skipping the deep checks."""
-    item = object.__new__(MemoryItem)
+    """Build an item from fields an adapter wrote itself, skipping the deep checks (the read hot path)."""
+    item = _new_item(MemoryItem)
     member = _TYPES_BY_VALUE.get(memory_type) or MemoryType.from_raw(memory_type)
-    for name, value in (("id", item_id), ("content", content), ("memory_type", member),
-                        ("metadata", metadata), ("created_at", created_at),
-                        ("updated_at", updated_at), ("version", version)):
-        object.__setattr__(item, name, value)
+    set_id, set_content, set_type, set_metadata, set_created, set_updated, set_version = _ITEM_SETTERS
+    set_id(item, item_id)
+    set_content(item, content)
+    set_type(item, member)
+    set_metadata(item, metadata)
+    set_created(item, created_at)
+    set_updated(item, updated_at)
+    set_version(item, version)
     return item
 
 
@@ -276,11 +284,11 @@ def decode_item(data: Mapping[str, Any]) -> MemoryItem:
     """Fast decode of a record an adapter wrote itself from ``to_dict``.
 
     The content came out of a JSON decoder, so the deep JSON check is skipped;
-    the id, type and timestamps are still checked. Falls back to ``from_dict``
-    (full checks, legacy coercions) for anything that does not look current.
+    the type, timestamps and field types are still checked. Anything that does
+    not look current goes through ``from_dict`` (full checks, legacy coercions).
     """
     try:
-        memory_type = _TYPES_BY_VALUE[data["memory_type"]]
+        memory_type = data["memory_type"]
         created = datetime.fromisoformat(data["created_at"])
         updated = datetime.fromisoformat(data["updated_at"])
         version = data["version"]
@@ -289,11 +297,15 @@ def decode_item(data: Mapping[str, Any]) -> MemoryItem:
         content = data["content"]
     except (KeyError, TypeError, ValueError):
         return MemoryItem.from_dict(data)
-    if (created.tzinfo is None or updated.tzinfo is None or type(version) is not int
-            or type(metadata) is not dict or type(item_id) is not str or len(data) != len(_SERIALIZED_KEYS)):
+    if (memory_type not in _TYPES_BY_VALUE or type(version) is not int or type(metadata) is not dict
+            or type(item_id) is not str or len(data) != len(_SERIALIZED_KEYS)
+            or created.tzinfo is None or updated.tzinfo is None):
         return MemoryItem.from_dict(data)
-    return trusted_item(item_id, content, memory_type.value, metadata, created.astimezone(timezone.utc),
-                        updated.astimezone(timezone.utc), version)
+    if created.tzinfo is not timezone.utc:
+        created = created.astimezone(timezone.utc)
+    if updated.tzinfo is not timezone.utc:
+        updated = updated.astimezone(timezone.utc)
+    return trusted_item(item_id, content, memory_type, metadata, created, updated, version)
 
 
 def check_embedding(embedding: object, what: str = "embedding") -> tuple[float, ...]:
@@ -339,6 +351,19 @@ class MemoryVector:
     def as_item(self) -> MemoryItem:
         return MemoryItem(id=self.id, content=self.content, memory_type=self.memory_type,
                           metadata=self.metadata, created_at=self.created_at)
+
+
+_VECTOR_SETTERS = tuple(MemoryVector.__dict__[name].__set__ for name in
+                        ("id", "content", "embedding", "metadata", "created_at", "memory_type"))
+
+
+def trusted_vector(item: MemoryItem, embedding: tuple[float, ...]) -> MemoryVector:
+    """A MemoryVector for a stored item and its stored embedding, without re-validating either."""
+    vector = _new_item(MemoryVector)
+    for setter, value in zip(_VECTOR_SETTERS, (item.id, item.content, embedding, item.metadata,
+                                               item.created_at, item.memory_type)):
+        setter(vector, value)
+    return vector
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -7,11 +7,13 @@ crash let it get.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import struct
 from typing import Any, Union
 
 from memsys.domain.errors import InvalidInputError
-from memsys.domain.model import MemoryItem, Relationship, check_embedding, check_id
+from memsys.domain.model import MemoryItem, Relationship, check_embedding, check_id, decode_item
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -73,8 +75,8 @@ def op_key(op: Operation) -> str:
 def encode_op(op: Operation) -> dict[str, Any]:
     if isinstance(op, Put):
         record: dict[str, Any] = {"op": "put", "item": op.item.to_dict()}
-        if op.embedding is not None:
-            record["embedding"] = list(op.embedding)
+        if op.embedding is not None:  # float32 bytes: exact, and a quarter of the size of JSON numbers
+            record["embedding_b64"] = base64.b64encode(struct.pack(f"<{len(op.embedding)}f", *op.embedding)).decode()
         return record
     if isinstance(op, Delete):
         return {"op": "delete", "id": op.item_id}
@@ -91,8 +93,10 @@ def decode_op(record: dict[str, Any]) -> Operation:
     kind = record.get("op")
     if kind == "put":
         embedding = record.get("embedding")
-        return Put(MemoryItem.from_dict(record["item"]),
-                   None if embedding is None else check_embedding(embedding))
+        if "embedding_b64" in record:
+            raw = base64.b64decode(record["embedding_b64"])
+            embedding = struct.unpack(f"<{len(raw) // 4}f", raw)
+        return Put(decode_item(record["item"]), None if embedding is None else check_embedding(embedding))
     if kind == "delete":
         return Delete(check_id(record["id"]))
     if kind == "relate":

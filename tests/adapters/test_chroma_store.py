@@ -59,3 +59,61 @@ def test_batches_larger_than_the_client_maximum_are_split(tmp_path) -> None:
     assert store.count() == 30 and len(store.retrieve_many([i.id for i in items])) == 30
     assert store.delete_many([i.id for i in items[:20]]) == 20 and store.count() == 10
     assert len(list(store.iter_items())) == 10
+
+
+def _failing_nth_call(method, n: int):
+    calls = {"count": 0}
+
+    def wrapper(*args, **kwargs):
+        calls["count"] += 1
+        if calls["count"] == n:
+            raise ConnectionError("injected: connection reset mid-batch")
+        return method(*args, **kwargs)
+
+    return wrapper
+
+
+def test_a_batch_that_fails_part_way_is_undone_from_before_images(tmp_path, monkeypatch) -> None:
+    from memsys import StoreUnavailableError
+    from memsys.testing import dump
+
+    store = ChromaDBVectorStore(path=tmp_path / "c", dimension=8)
+    store.store_many([sample_item(i) for i in range(4)])
+    before = dump(store)
+    store._batch = 2  # the next batch needs several upsert calls
+    monkeypatch.setattr(store._collection, "upsert", _failing_nth_call(store._collection.upsert, 2))
+    batch = [sample_item(i, content=f"changed {i}") for i in range(2)] + [sample_item(i) for i in range(10, 13)]
+    with pytest.raises(StoreUnavailableError):
+        store.store_many(batch)
+    monkeypatch.undo()
+    store._batch = 100
+    assert dump(store) == before, "a failed multi-call batch left part of its writes behind"
+
+
+def test_a_compensation_that_cannot_run_now_runs_before_the_next_write(tmp_path, monkeypatch) -> None:
+    from memsys.testing import dump
+
+    store = ChromaDBVectorStore(path=tmp_path / "c", dimension=8)
+    store.store_many([sample_item(i) for i in range(3)])
+    before = dump(store)
+    store._batch = 2
+    upsert = store._collection.upsert
+    state = {"calls": 0}
+
+    def flaky(*args, **kwargs):
+        state["calls"] += 1
+        if state["calls"] >= 2:  # the second call of the batch, and the compensation, fail
+            raise ConnectionError("injected: store went away")
+        return upsert(*args, **kwargs)
+
+    monkeypatch.setattr(store._collection, "upsert", flaky)
+    with pytest.raises(Exception):
+        store.store_many([sample_item(i, content="new") for i in range(3)] + [sample_item(20)])
+    assert store._pending_compensations, "the failed compensation was dropped"
+    monkeypatch.undo()
+    store._batch = 100
+    store.store(sample_item(30))  # the queued compensation runs first
+    assert not store._pending_compensations
+    expected = dict(before)
+    expected[sample_item(30).id] = sample_item(30).to_dict()
+    assert dump(store) == expected
