@@ -8,6 +8,7 @@ product (metric "ip"); higher is closer, ties go to the smaller id.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar
@@ -15,13 +16,22 @@ from typing import Any, ClassVar
 from memsys.adapters._base import BaseMemoryStore
 from memsys.adapters.embedders import HashingEmbedder
 from memsys.domain.errors import InvalidInputError, InvalidMemoryItemError, VectorDimensionError
-from memsys.domain.model import MemoryItem, MemoryVector, check_id, trusted_vector
+from memsys.domain.model import MemoryItem, MemoryVector, ScoredItem, check_id, trusted_vector
 from memsys.domain.operations import Operation, Put
 from memsys.domain.query import MemoryQuery, content_text
 from memsys.domain.writeset import ABSENT
 from memsys.ports import Capability, Embedder
 
 METRICS = ("cosine", "ip")
+
+
+def _best_first(hit: tuple[MemoryItem, float, Any]) -> tuple[float, str]:
+    return (-hit[1], hit[0].id)
+
+
+def _sorted_best_first(hits: list[tuple[MemoryItem, float, Any]]) -> bool:
+    """Engines return hits best first; only ties (ordered by id) or a disorder need a sort."""
+    return all(a[1] > b[1] for a, b in zip(hits, hits[1:]))
 
 
 class VectorStoreBase(BaseMemoryStore):
@@ -131,6 +141,19 @@ class VectorStoreBase(BaseMemoryStore):
 
     def similarity_search_with_scores(self, query_embedding: Sequence[float], top_k: int = 5,
                                       query: Any = None) -> list[tuple[MemoryVector, float]]:
+        hits = self._nearest(query_embedding, top_k, query)
+        missing = [hit[0].id for hit in hits if hit[2] is None]
+        fetched = self._call("similarity_search", lambda: {i: self._get_embedding(i) for i in missing}) \
+            if missing else {}
+        return [(self._as_vector(item, embedding if embedding is not None else fetched.get(item.id)), float(score))
+                for item, score, embedding in hits]
+
+    def similar_items(self, query_embedding: Sequence[float], top_k: int = 5, query: Any = None) -> list[ScoredItem]:
+        """The top_k items nearest the query with their scores, best first, without their embeddings."""
+        return [ScoredItem(hit[0], hit[1]) for hit in self._nearest(query_embedding, top_k, query)]
+
+    def _nearest(self, query_embedding: Sequence[float], top_k: int,
+                 query: Any) -> list[tuple[MemoryItem, float, tuple[float, ...] | None]]:
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
             raise InvalidInputError(f"top_k must be a non-negative int, got {top_k!r}")
         vector = self._query_vector(query_embedding)
@@ -145,29 +168,26 @@ class VectorStoreBase(BaseMemoryStore):
                 if where is None or where.matches(put.item):
                     embedding = self._embedding_of(put)
                     hits.append((put.item, self.score(vector, embedding), embedding))
-        hits.sort(key=lambda hit: (-hit[1], hit[0].id))
-        hits = hits[:top_k]
-        missing = [hit[0].id for hit in hits if hit[2] is None]
-        fetched = self._call("similarity_search", lambda: {i: self._get_embedding(i) for i in missing}) \
-            if missing else {}
-        return [(self._as_vector(item, embedding if embedding is not None else fetched.get(item.id)), float(score))
-                for item, score, embedding in hits]
+        if overlay is not None or not _sorted_best_first(hits):
+            hits.sort(key=_best_first)
+        return hits[:top_k]
 
     def _query_vector(self, query_embedding: Sequence[float]) -> Any:
         """The query as a float32 array (normalised for cosine); a typed error if it is unusable."""
         import numpy as np
 
         try:
-            vector = np.array(query_embedding, dtype=np.float32)
+            vector = np.asarray(query_embedding, dtype=np.float32)
         except (TypeError, ValueError) as exc:
             raise InvalidInputError("the query embedding is not a sequence of numbers") from exc
-        if vector.ndim != 1 or not np.isfinite(vector).all():
-            raise InvalidInputError("the query embedding must be a 1-D sequence of finite numbers")
+        if vector.ndim != 1:
+            raise InvalidInputError("the query embedding must be a 1-D sequence of numbers")
         self._check_dimension(vector, "query embedding")  # type: ignore[arg-type]
-        if self.metric == "cosine":
-            norm = float(np.linalg.norm(vector))
-            if norm > 0:
-                vector /= norm
+        norm = float(np.sqrt(np.dot(vector, vector)))
+        if not math.isfinite(norm):  # any NaN or infinity makes the norm non-finite
+            raise InvalidInputError("the query embedding holds NaN or infinity")
+        if self.metric == "cosine" and norm > 0:
+            return vector / norm
         return vector
 
     def score(self, query: Any, embedding: Sequence[float]) -> float:

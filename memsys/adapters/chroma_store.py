@@ -2,11 +2,13 @@
 
 * Chroma is always handed the embeddings, so its default embedding function,
   which downloads a model, is never called.
-* The Chroma document holds the whole serialised item and the caller's
-  embedding (float32, base64), so nested metadata round-trips exactly although
-  Chroma metadata holds only scalars, and embeddings come back bit for bit
-  (Chroma's own copy is re-normalised in cosine space). The scalar metadata
-  (memory type, timestamps, version) serves filter push-down.
+* Each record's metadata holds the whole serialised item and the caller's
+  embedding (float32, base64) in one string, so nested metadata round-trips
+  exactly although Chroma metadata holds only scalars, and embeddings come back
+  bit for bit (Chroma's own copy is re-normalised in cosine space). Beside it,
+  scalar copies (memory type, timestamps) serve filter push-down. Nothing goes
+  in Chroma's document field: documents are full-text indexed, which made
+  writes four times slower.
 * Writes are split into batches no larger than the client's maximum.
 * A write is several Chroma calls, so it is not atomic inside Chroma: the
   adapter keeps per-item before-images and restores them if a call fails part
@@ -24,6 +26,7 @@ import base64
 import hashlib
 import json
 import os
+import struct
 from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar
 
@@ -43,6 +46,7 @@ from memsys.domain.query import MemoryQuery
 from memsys.ports import Capability, Embedder
 
 DEFAULT_COLLECTION = "memsys_items"
+PAYLOAD = "memsys"
 
 
 class ChromaDBVectorStore(VectorStoreBase):
@@ -125,26 +129,21 @@ class ChromaDBVectorStore(VectorStoreBase):
     # --- records
 
     @staticmethod
-    def _metadata(item: MemoryItem) -> dict[str, Any]:
-        return {"memory_type": item.memory_type.value, "created_at_us": to_epoch_us(item.created_at),  # type: ignore[arg-type]
-                "updated_at_us": to_epoch_us(item.updated_at), "version": item.version}  # type: ignore[arg-type]
+    def _metadata(put: Put) -> dict[str, Any]:
+        item = put.item
+        embedding = base64.b64encode(struct.pack(f"<{len(put.embedding)}f", *put.embedding)).decode()  # type: ignore[arg-type]
+        return {PAYLOAD: json.dumps({"item": item.to_dict(), "embedding": embedding}, ensure_ascii=False),
+                "memory_type": item.memory_type.value, "created_at_us": to_epoch_us(item.created_at),  # type: ignore[arg-type]
+                "updated_at_us": to_epoch_us(item.updated_at)}  # type: ignore[arg-type]
 
     @staticmethod
-    def _document(put: Put) -> str:
-        import numpy as np
-
-        embedding = base64.b64encode(np.asarray(put.embedding, dtype=np.float32).tobytes()).decode()
-        return json.dumps({"item": put.item.to_dict(), "embedding": embedding}, ensure_ascii=False)
+    def _decode(metadata: dict[str, Any]) -> MemoryItem:
+        return decode_item(json.loads(metadata[PAYLOAD])["item"])
 
     @staticmethod
-    def _decode(document: str) -> MemoryItem:
-        return decode_item(json.loads(document)["item"])
-
-    @staticmethod
-    def _decode_embedding(document: str) -> tuple[float, ...]:
-        import numpy as np
-
-        return tuple(np.frombuffer(base64.b64decode(json.loads(document)["embedding"]), dtype=np.float32).tolist())
+    def _decode_embedding(metadata: dict[str, Any]) -> tuple[float, ...]:
+        raw = base64.b64decode(json.loads(metadata[PAYLOAD])["embedding"])
+        return struct.unpack(f"<{len(raw) // 4}f", raw)
 
     def _where_filter(self, query: MemoryQuery | None) -> dict[str, Any] | None:
         if query is None:
@@ -165,37 +164,37 @@ class ChromaDBVectorStore(VectorStoreBase):
     # --- primitives
 
     def _get(self, item_id: str) -> MemoryItem | None:
-        result = self._collection.get(ids=[item_id], include=["documents"])
-        return self._decode(result["documents"][0]) if result["ids"] else None
+        result = self._collection.get(ids=[item_id], include=["metadatas"])
+        return self._decode(result["metadatas"][0]) if result["ids"] else None
 
     def _get_many(self, item_ids: Sequence[str]) -> dict[str, MemoryItem]:
         found = {}
         for start in range(0, len(item_ids), self._batch):
-            result = self._collection.get(ids=list(item_ids[start:start + self._batch]), include=["documents"])
-            found.update({i: self._decode(d) for i, d in zip(result["ids"], result["documents"])})
+            result = self._collection.get(ids=list(item_ids[start:start + self._batch]), include=["metadatas"])
+            found.update({i: self._decode(m) for i, m in zip(result["ids"], result["metadatas"])})
         return found
 
     def _get_embedding(self, item_id: str) -> tuple[float, ...] | None:
-        result = self._collection.get(ids=[item_id], include=["documents"])
-        return self._decode_embedding(result["documents"][0]) if result["ids"] else None
+        result = self._collection.get(ids=[item_id], include=["metadatas"])
+        return self._decode_embedding(result["metadatas"][0]) if result["ids"] else None
 
-    def _documents(self, where: dict[str, Any] | None) -> list[str]:
-        documents: list[str] = []
+    def _records(self, where: dict[str, Any] | None) -> list[dict[str, Any]]:
+        records: list[dict[str, Any]] = []
         offset = 0
         while True:
-            page = self._collection.get(where=where, include=["documents"], limit=self._batch, offset=offset)
-            documents.extend(page["documents"])
+            page = self._collection.get(where=where, include=["metadatas"], limit=self._batch, offset=offset)
+            records.extend(page["metadatas"])
             if len(page["ids"]) < self._batch:
-                return documents
+                return records
             offset += self._batch
 
     def _scan(self) -> Iterable[MemoryItem]:
-        return [self._decode(document) for document in self._documents(None)]
+        return [self._decode(record) for record in self._records(None)]
 
     def _search(self, query: MemoryQuery) -> list[MemoryItem]:
         if query.ids is not None:
             return query.select(self._get_many(sorted(query.ids)).values())
-        return query.select(self._decode(d) for d in self._documents(self._where_filter(query)))
+        return query.select(self._decode(r) for r in self._records(self._where_filter(query)))
 
     def _count(self) -> int:
         return int(self._collection.count())
@@ -214,23 +213,22 @@ class ChromaDBVectorStore(VectorStoreBase):
             self._collection.upsert(
                 ids=[p.item.id for p in chunk],
                 embeddings=[list(p.embedding) for p in chunk],  # type: ignore[arg-type]
-                documents=[self._document(p) for p in chunk],
-                metadatas=[self._metadata(p.item) for p in chunk])
+                metadatas=[self._metadata(p) for p in chunk])
 
     def _similar(self, query: Any, top_k: int, where: MemoryQuery | None) -> list[tuple[Any, ...]]:
         if where is not None:  # exact scores over the matching items, as a filter may exclude most of the index
             hits = []
-            for document in self._documents(self._where_filter(where)):
-                item, embedding = self._decode(document), self._decode_embedding(document)
+            for record in self._records(self._where_filter(where)):
+                item, embedding = self._decode(record), self._decode_embedding(record)
                 if where.matches(item):
                     hits.append((item, self.score(query, embedding), embedding))
             hits.sort(key=lambda hit: (-hit[1], hit[0].id))
             return hits[:top_k]
         result = self._collection.query(query_embeddings=[query.tolist()], n_results=top_k,
-                                        include=["documents", "distances"])
+                                        include=["metadatas", "distances"])
         # Chroma's cosine and ip distances are both 1 - similarity.
-        return [(self._decode(d), 1.0 - float(dist), self._decode_embedding(d))
-                for d, dist in zip(result["documents"][0], result["distances"][0])]
+        return [(self._decode(m), 1.0 - float(dist), self._decode_embedding(m))
+                for m, dist in zip(result["metadatas"][0], result["distances"][0])]
 
     def _apply_is_atomic(self, ops: Sequence[Operation]) -> bool:
         # One Chroma call is all-or-nothing: only batches needing several calls need before-images.

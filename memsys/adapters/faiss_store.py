@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import struct
@@ -56,7 +57,9 @@ class FAISSVectorStore(VectorStoreBase):
         self._items: dict[str, MemoryItem] = {}
         self._labels: dict[str, int] = {}
         self._ids: dict[int, str] = {}
-        self._originals: dict[str, Any] = {}
+        self._originals: dict[str, bytes] = {}  # the caller's float32 vectors, as bytes
+        self._unpack = struct.Struct(f"<{self.dimension}f").unpack
+        self._pack = struct.Struct(f"<{self.dimension}f").pack
         self._tombstones: set[int] = set()
         self._next_label = 0
         self._index: Any = None
@@ -110,16 +113,17 @@ class FAISSVectorStore(VectorStoreBase):
         index_length = _LENGTH.unpack_from(body, offset)[0]
         offset += _LENGTH.size
         index_bytes = np.frombuffer(body[offset:offset + index_length], dtype=np.uint8)
-        originals = np.frombuffer(body[offset + index_length:], dtype=np.float32).reshape(-1, self.dimension)
+        originals = body[offset + index_length:]
+        width = 4 * self.dimension
         self._index = self._faiss.deserialize_index(index_bytes)
         if self.index_kind == "hnsw":
             self._faiss.downcast_index(self._index.index).hnsw.efSearch = self._hnsw[2]
-        for record, label, vector in zip(meta["items"], meta["labels"], originals):
+        for n, (record, label) in enumerate(zip(meta["items"], meta["labels"])):
             item = decode_item(record)
             self._items[item.id] = item
             self._labels[item.id] = label
             self._ids[label] = item.id
-            self._originals[item.id] = vector.copy()
+            self._originals[item.id] = originals[n * width:(n + 1) * width]
         self._tombstones = set(meta["tombstones"])
         self._next_label = meta["next_label"]
 
@@ -132,8 +136,7 @@ class FAISSVectorStore(VectorStoreBase):
                            "tombstones": sorted(self._tombstones), "next_label": self._next_label},
                           ensure_ascii=False).encode()
         index_bytes = self._faiss.serialize_index(self._index).tobytes()
-        originals = (np.stack([self._originals[i] for i in ids]) if ids
-                     else np.zeros((0, self.dimension), np.float32)).astype(np.float32).tobytes()
+        originals = b"".join(self._originals[i] for i in ids)
         header = {"format": "memsys-faiss-1", "dimension": self.dimension, "metric": self.metric,
                   "index": self.index_kind, "embedder": getattr(self.embedder, "name", "")}
         return header, _LENGTH.pack(len(meta)) + meta + _LENGTH.pack(len(index_bytes)) + index_bytes + originals
@@ -144,9 +147,13 @@ class FAISSVectorStore(VectorStoreBase):
         ids = list(self._items)
         if ids:
             labels = self._np.asarray([self._labels[i] for i in ids], dtype=self._np.int64)
-            index.add_with_ids(self._prepared_matrix(self._np.stack([self._originals[i] for i in ids])), labels)
+            index.add_with_ids(self._prepared_matrix(self._matrix(ids)), labels)
         self._index = index
         self._tombstones = set()
+
+    def _matrix(self, ids: Sequence[str]) -> Any:
+        return self._np.frombuffer(b"".join(self._originals[i] for i in ids),
+                                   dtype=self._np.float32).reshape(len(ids), self.dimension)
 
     def compact(self) -> None:
         """Rewrite the snapshot now (dropping tombstones) and empty the journal."""
@@ -168,7 +175,7 @@ class FAISSVectorStore(VectorStoreBase):
 
     def _get_embedding(self, item_id: str) -> tuple[float, ...] | None:
         vector = self._originals.get(item_id)
-        return None if vector is None else tuple(vector.tolist())
+        return None if vector is None else self._unpack(vector)
 
     def _scan(self) -> Iterable[MemoryItem]:
         return list(self._items.values())
@@ -179,12 +186,21 @@ class FAISSVectorStore(VectorStoreBase):
     def _apply(self, ops: Sequence[Operation], durable: bool) -> None:
         if not ops:
             return
-        self._journal.append([encode_op(op) for op in ops], durable=durable or self.sync)
-        self._apply_to_index(ops)
+        packed = {id(op): self._pack(*op.embedding) for op in ops if isinstance(op, Put)}  # type: ignore[misc]
+        records = []
+        for op in ops:  # encode_op's format, reusing each vector's bytes
+            if isinstance(op, Put):
+                records.append({"op": "put", "item": op.item.to_dict(),
+                                "embedding_b64": base64.b64encode(packed[id(op)]).decode()})
+            else:
+                records.append(encode_op(op))
+        self._journal.append(records, durable=durable or self.sync)
+        self._apply_to_index(ops, packed)
         self._journal.maybe_compact(self._dump)
 
-    def _apply_to_index(self, ops: Sequence[Operation]) -> None:
+    def _apply_to_index(self, ops: Sequence[Operation], packed: dict[int, bytes] | None = None) -> None:
         np = self._np
+        packed = packed or {id(op): self._pack(*op.embedding) for op in ops if isinstance(op, Put)}  # type: ignore[misc]
         pending: dict[str, Put] = {}  # puts not yet in the index, added as one matrix
 
         def add_pending() -> None:
@@ -192,13 +208,14 @@ class FAISSVectorStore(VectorStoreBase):
                 return
             labels = np.arange(self._next_label, self._next_label + len(pending), dtype=np.int64)
             self._next_label += len(pending)
-            vectors = np.asarray([p.embedding for p in pending.values()], dtype=np.float32)
+            blobs = [packed[id(p)] for p in pending.values()]  # type: ignore[index]
+            vectors = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), self.dimension)
             self._index.add_with_ids(self._prepared_matrix(vectors), labels)
-            for put, label, vector in zip(pending.values(), labels.tolist(), vectors):
+            for put, label, blob in zip(pending.values(), labels.tolist(), blobs):
                 self._items[put.item.id] = put.item
                 self._labels[put.item.id] = label
                 self._ids[label] = put.item.id
-                self._originals[put.item.id] = vector
+                self._originals[put.item.id] = blob
             pending.clear()
 
         for op in ops:
@@ -229,18 +246,19 @@ class FAISSVectorStore(VectorStoreBase):
             ids = [i.id for i in self._items.values() if where.matches(i)]
             if not ids:
                 return []
-            scores = self._prepared_matrix(np.stack([self._originals[i] for i in ids])) @ query
+            scores = self._prepared_matrix(self._matrix(ids)) @ query
             order = sorted(range(len(ids)), key=lambda j: (-float(scores[j]), ids[j]))[:top_k]
             return [(self._items[ids[j]], float(scores[j]), None) for j in order]
         k = min(top_k + len(self._tombstones), self._index.ntotal)
         if k <= 0:
             return []
-        distances, labels = self._index.search(np.ascontiguousarray(query.reshape(1, -1), dtype=np.float32), k)
+        distances, labels = self._index.search(query.reshape(1, -1), k)
+        ids, items = self._ids, self._items
         hits = []
-        for score, label in zip(distances[0], labels[0]):
-            item_id = self._ids.get(int(label))
+        for score, label in zip(distances[0].tolist(), labels[0].tolist()):
+            item_id = ids.get(label)
             if item_id is not None:
-                hits.append((self._items[item_id], float(score), None))
+                hits.append((items[item_id], score, None))
         return hits[:top_k]
 
     def _flush(self) -> None:

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from enum import Enum
-from typing import Any, TypedDict
+from typing import Any, NamedTuple, TypedDict
 
 from memsys.domain.errors import InvalidMemoryItemError, UnknownMemoryTypeError
 
@@ -349,8 +349,9 @@ class MemoryVector:
         object.__setattr__(self, "memory_type", MemoryType.from_raw(self.memory_type))
 
     def as_item(self) -> MemoryItem:
-        return MemoryItem(id=self.id, content=self.content, memory_type=self.memory_type,
-                          metadata=self.metadata, created_at=self.created_at)
+        # Every field was validated when this vector was built; only the item's shape changes.
+        return trusted_item(self.id, self.content, self.memory_type.value, self.metadata,  # type: ignore[arg-type]
+                            self.created_at, self.created_at, 1)  # type: ignore[arg-type]
 
 
 _VECTOR_SETTERS = tuple(MemoryVector.__dict__[name].__set__ for name in
@@ -388,8 +389,7 @@ class Relationship:
         return (self.source_id, self.target_id, self.rel_type)
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class ScoredItem:
+class ScoredItem(NamedTuple):
     """A similarity-search hit: the item and its similarity (higher is closer)."""
 
     item: MemoryItem

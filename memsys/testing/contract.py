@@ -519,6 +519,16 @@ class VectorStoreContract(MemoryStoreContract):
         floor = 1.0 if getattr(store, "exact_search", True) else 0.9
         assert min(recalls) >= floor, f"recall@10 against exact search was {min(recalls):.2f} (floor {floor})"
 
+    def test_similar_items_agree_with_similarity_search(self, store: Any) -> None:
+        self.require(store, Capability.VECTOR_SEARCH)
+        for i in range(25):
+            store.store_vector(self._vector(store, i))
+        query = list(self._vector(store, 3).embedding)
+        with_vectors = store.similarity_search_with_scores(query, top_k=7)
+        items = store.similar_items(query, top_k=7)
+        assert [(v.id, round(s, 5)) for v, s in with_vectors] == [(h.item.id, round(h.score, 5)) for h in items]
+        assert items[0].item == store.retrieve("vec-00003")
+
     def test_similarity_search_filters_by_query(self, store: Any) -> None:
         self.require(store, Capability.VECTOR_SEARCH)
         vectors = [self._vector(store, i) for i in range(30)]
