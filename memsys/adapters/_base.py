@@ -63,6 +63,8 @@ class BaseMemoryStore:
     #: Glob patterns (under ``path``) of runtime files the engine re-creates at open, such as
     #: lock files; the kit lets them change when it checks that corrupt data is never overwritten.
     scratch_files: ClassVar[tuple[str, ...]] = ()
+    #: The transaction coordinator of the MemoryManager that owns this store, if any.
+    _coordinator: Any = None
 
     def __init__(self, path: str | os.PathLike[str] | None, *, name: str | None = None) -> None:
         self.path = None if path is None else os.fspath(path)
@@ -162,6 +164,11 @@ class BaseMemoryStore:
         if tx is not None:
             existed = self.retrieve(item_id) is not None
             tx.writes.add(Delete(item_id))
+            return existed
+
+        if self._coordinator is not None:  # a managed store: the delete is a transaction of its own
+            existed = self.retrieve(item_id) is not None
+            self._write([Delete(item_id)])
             return existed
 
         def delete_if_present() -> bool:
@@ -309,6 +316,9 @@ class BaseMemoryStore:
             for op in ops:
                 tx.writes.add(op)
             return
+        if self._coordinator is not None:
+            self._coordinator.write_outside_transaction(self, ops)
+            return
         prepared = self.prepare_ops(ops)
         self.apply_prepared(prepared)
 
@@ -356,6 +366,10 @@ class BaseMemoryStore:
         """Discard the buffered writes; the store never saw them."""
         self._end(self._transaction(transaction_id))
 
+    def transaction_ops(self, transaction_id: str) -> list[Operation]:
+        """The writes buffered so far by an open transaction, in order."""
+        return list(self._transaction(transaction_id).writes.ops)
+
     def _end(self, tx: _LocalTransaction) -> None:
         self._transactions.pop(tx.id, None)
         if getattr(self._local, "transaction", None) is tx:
@@ -373,9 +387,9 @@ class BaseMemoryStore:
     def restore(self, snapshot: Sequence[Operation]) -> None:
         """Make the store hold exactly what ``snapshot`` recreates."""
         snapshot = list(snapshot)
-        prepared = self.prepare_ops(snapshot)
+        self.prepare_ops(snapshot)  # reject a bad snapshot before deleting anything
         current = [item.id for item in self.iter_items()]
-        self.apply_prepared([Delete(i) for i in current] + prepared)
+        self._write([Delete(i) for i in current] + snapshot)
 
 
 def _without_limit(query: MemoryQuery) -> MemoryQuery:

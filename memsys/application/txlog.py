@@ -52,7 +52,8 @@ class LogScan:
     @property
     def undecided(self) -> list[dict[str, Any]]:
         committed = {c["lsn"] for c in self.commits}
-        return [p for lsn, p in sorted(self.prepared.items()) if lsn not in committed]
+        return [p for lsn, p in sorted(self.prepared.items())
+                if lsn not in committed and lsn > self.checkpoint_lsn]
 
     @property
     def unended(self) -> list[dict[str, Any]]:

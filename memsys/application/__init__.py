@@ -1,0 +1,1 @@
+"""Application layer: the manager, cross-store transactions, synchronisation and query routing."""

@@ -1,0 +1,573 @@
+"""Cross-store transactions: two-phase commit over a durable coordinator log.
+
+None of LMDB, DuckDB or Kuzu can keep a durable "prepared" state, so the
+commit point is the coordinator's log record, not a participant's:
+
+1. Writes are buffered (each adapter's thread-bound transaction); nobody else
+   sees them, the transaction itself does.
+2. Prepare: every participant validates and completes its write set
+   (``prepare_ops``) without changing anything. A failure rolls every
+   participant back and raises TransactionAbortedError naming the store.
+3. Decide: conflicts are checked (first committer wins: a transaction fails
+   with ConflictError if an id it writes was committed by another transaction
+   after it began), the transaction gets its LSN, and its whole write set goes
+   into the log, which is fsynced. Concurrent transactions share one append
+   and one fsync (group commit: the first waiter leads, the rest follow).
+4. Apply: each store applies the group's operations in LSN order, in one
+   native transaction where it has them, with no fsync of its own (the log
+   holds the writes). Every operation is idempotent. A store that fails is
+   retried, then quarantined; its transactions raise CommitIncompleteError,
+   which means committed: recovery completes the store.
+5. Recovery redoes every commit after the last checkpoint, in LSN order; a
+   transaction with no commit record is presumed aborted and has touched no
+   store. Compaction flushes the stores and replaces the log by a checkpoint.
+
+Every committed Put is stamped with the transaction's LSN as its version and
+with the LSN's time as its updated_at, so "newer" is decidable everywhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import threading
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from memsys.domain.errors import (
+    CommitIncompleteError,
+    ConflictError,
+    MemsysError,
+    StoreUnavailableError,
+    TransactionAbortedError,
+    TransactionStateError,
+)
+from memsys.domain.model import from_epoch_us, trusted_item
+from memsys.domain.operations import Operation, Put, decode_op, encode_op, op_key
+from memsys.observability.metrics import Metrics
+from memsys.observability.tracing import get_tracer
+
+if TYPE_CHECKING:
+    from memsys.adapters._base import BaseMemoryStore
+    from memsys.application.oplog import OperationLog
+    from memsys.application.txlog import CoordinatorLog
+
+log = logging.getLogger("memsys.transactions")
+
+#: The protocol steps at which crash experiments stop the process (``Coordinator.crash_hook``).
+STEPS = ("after_prepare", "after_log_write", "after_log_sync", "after_first_apply", "after_apply", "after_end")
+
+
+@dataclasses.dataclass
+class RecoveryReport:
+    """What recovery did: ids of transactions redone, completed, presumed aborted."""
+
+    redone: list[str] = dataclasses.field(default_factory=list)
+    completed: list[str] = dataclasses.field(default_factory=list)
+    undone: list[str] = dataclasses.field(default_factory=list)
+    failed_stores: dict[str, str] = dataclasses.field(default_factory=dict)
+    log_records: int = 0
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed_stores
+
+
+@dataclasses.dataclass(eq=False)
+class _Pending:
+    """A transaction between its decision and the end of its apply."""
+
+    transaction_id: str
+    lsn: int
+    ops: dict[str, list[Operation]]
+    done: bool = False
+    error: BaseException | None = None
+
+
+class Coordinator:
+    """Runs the protocol for one MemoryManager over its named stores and log."""
+
+    def __init__(self, stores: Mapping[str, BaseMemoryStore], log_: CoordinatorLog, *,
+                 operation_log: OperationLog | None = None, compact_records: int = 20_000,
+                 compact_bytes: int = 64 << 20, apply_attempts: int = 3) -> None:
+        self.stores = dict(stores)
+        self.log = log_
+        self.operation_log = operation_log
+        self.compact_records = compact_records
+        self.compact_bytes = compact_bytes
+        self.apply_attempts = apply_attempts
+        self.metrics = Metrics()
+        self.tracer = get_tracer()
+        #: Testing hook: called with each name in STEPS as the protocol passes it.
+        self.crash_hook: Callable[[str], None] | None = None
+        self._cv = threading.Condition(threading.Lock())
+        self._queue: list[_Pending] = []
+        self._leader = False
+        self._last_lsn = 0
+        # Every commit with an LSN up to this is applied on every store. A transaction starts
+        # from it, so it conflicts with any commit it might not have seen; a quarantined store
+        # holds it back until recovery has caught the store up.
+        self._applied_lsn = 0
+        self._logged_lsn = 0
+        self._last_write: dict[tuple[str, str], int] = {}
+        self._active: dict[str, int] = {}
+        self._quarantined: dict[str, str] = {}
+        self._thread = threading.local()
+
+    # ------------------------------------------------------------------ clock and bookkeeping
+
+    def _next_lsn(self) -> int:
+        """A hybrid logical clock: strictly increasing, close to microseconds since the epoch."""
+        self._last_lsn = max(self._last_lsn + 1, time.time_ns() // 1000)
+        return self._last_lsn
+
+    def _hook(self, step: str) -> None:
+        if self.crash_hook is not None:
+            self.crash_hook(step)
+
+    def begin(self, transaction_id: str) -> int:
+        with self._cv:
+            self._active[transaction_id] = self._applied_lsn
+            return self._applied_lsn
+
+    def finish(self, transaction_id: str) -> None:
+        with self._cv:
+            self._active.pop(transaction_id, None)
+            if len(self._last_write) > 50_000:
+                self._prune()
+
+    def _prune(self) -> None:
+        """Forget write marks no open transaction can conflict with (caller holds the lock)."""
+        horizon = min(self._active.values(), default=self._applied_lsn)
+        self._last_write = {k: v for k, v in self._last_write.items() if v > horizon}
+
+    def current(self) -> TransactionContext | None:
+        return getattr(self._thread, "transaction", None)
+
+    def bind(self, transaction: TransactionContext | None) -> None:
+        self._thread.transaction = transaction
+
+    # ------------------------------------------------------------------ commit
+
+    def commit(self, transaction_id: str, start_lsn: int, ops_by_store: Mapping[str, Sequence[Operation]],
+               *, check_conflicts: bool = True) -> int:
+        """Prepare, decide, apply. Returns the LSN (0 for an empty transaction)."""
+        stores = sorted(name for name, ops in ops_by_store.items() if ops)
+        if not stores:
+            return 0
+        with self.tracer.start_as_current_span("memsys.transaction.commit", attributes={
+                "memsys.transaction_id": transaction_id, "memsys.stores": stores}) as span:
+            prepared: dict[str, list[Operation]] = {}
+            for name in stores:
+                self._ensure_available(name, transaction_id)
+                with self.tracer.start_as_current_span("memsys.transaction.prepare",
+                                                       attributes={"memsys.store": name}):
+                    try:
+                        prepared[name] = self.stores[name].prepare_ops(ops_by_store[name])
+                    except MemsysError as exc:
+                        self.metrics.incr("aborted")
+                        log.info("transaction %s aborted: prepare failed on %s: %s", transaction_id, name, exc)
+                        raise TransactionAbortedError(
+                            f"transaction {transaction_id} rolled back: store {name!r} failed to prepare: {exc}",
+                            transaction_id=transaction_id, store=name) from exc
+            self._hook("after_prepare")
+            entry = self._decide(transaction_id, start_lsn, prepared, check_conflicts)
+            span.set_attribute("memsys.lsn", entry.lsn)
+            self._run_until_done(entry)
+            if entry.error is not None:
+                span.record_exception(entry.error)
+                raise entry.error
+            self.metrics.incr("committed")
+            log.debug("transaction %s committed at lsn %d on %s", transaction_id, entry.lsn, stores)
+            return entry.lsn
+
+    def _decide(self, transaction_id: str, start_lsn: int, prepared: dict[str, list[Operation]],
+                check_conflicts: bool) -> _Pending:
+        with self._cv:
+            for name, ops in prepared.items():
+                if check_conflicts:
+                    for op in ops:
+                        if self._last_write.get((name, op_key(op)), 0) > start_lsn:
+                            self.metrics.incr("conflicts")
+                            raise ConflictError(
+                                f"transaction {transaction_id}: {op.item_id!r} on store {name!r} was committed by "
+                                "another transaction after this one began; re-run it",
+                                transaction_id=transaction_id, store=name, item_id=op.item_id)
+            lsn = self._next_lsn()
+            stamped = {name: [_stamp(op, lsn) for op in ops] for name, ops in prepared.items()}
+            for name, ops in stamped.items():
+                for op in ops:
+                    self._last_write[(name, op_key(op))] = lsn
+            entry = _Pending(transaction_id, lsn, stamped)
+            self._queue.append(entry)
+        self.log.append([{"t": "prepare", "lsn": lsn, "txid": transaction_id, "stores": sorted(stamped)}], sync=False)
+        return entry
+
+    def _run_until_done(self, entry: _Pending) -> None:
+        with self._cv:
+            while not entry.done:
+                if not self._leader:
+                    self._leader = True
+                    batch, self._queue = self._queue, []
+                    break
+                self._cv.wait()
+            else:
+                return
+        try:
+            self._run_group(batch)
+        finally:
+            with self._cv:
+                self._leader = False
+                self._cv.notify_all()
+
+    @contextlib.contextmanager
+    def _leadership(self) -> Iterator[None]:
+        """Exclusive use of the apply path (recovery, compaction) between groups."""
+        with self._cv:
+            while self._leader:
+                self._cv.wait()
+            self._leader = True
+        try:
+            yield
+        finally:
+            with self._cv:
+                self._leader = False
+                self._cv.notify_all()
+
+    def _run_group(self, batch: list[_Pending]) -> None:
+        batch.sort(key=lambda e: e.lsn)
+        self.metrics.incr("groups")
+        self.metrics.observe("group_size", len(batch))
+        started = time.perf_counter()
+        try:
+            with self.tracer.start_as_current_span("memsys.transaction.log", attributes={"memsys.group": len(batch)}):
+                records = [{"t": "commit", "lsn": e.lsn, "txid": e.transaction_id,
+                            "ops": {n: [encode_op(op) for op in ops] for n, ops in e.ops.items()}} for e in batch]
+                self._hook("after_log_write")
+                self.log.append(records, sync=True)
+            with self._cv:
+                self._logged_lsn = batch[-1].lsn
+            self._hook("after_log_sync")
+        except Exception as exc:
+            for e in batch:
+                e.error = TransactionAbortedError(f"transaction {e.transaction_id} rolled back: the coordinator "
+                                                  f"log could not be written: {exc}", transaction_id=e.transaction_id)
+                e.error.__cause__ = exc
+            self._finish_group(batch)
+            return
+        failed = self._apply_group(batch)
+        self._hook("after_apply")
+        ended = [e.lsn for e in batch if not set(e.ops) & set(failed)]
+        if ended:
+            try:
+                self.log.append([{"t": "end", "lsns": ended}], sync=False)
+            except Exception:  # an end record only spares recovery some work
+                log.warning("could not write an end record", exc_info=True)
+        self._hook("after_end")
+        for e in batch:
+            broken = sorted(set(e.ops) & set(failed))
+            if broken:
+                e.error = CommitIncompleteError(
+                    f"transaction {e.transaction_id} is committed, but store {broken[0]!r} has not applied it yet "
+                    f"({failed[broken[0]]}); recovery will complete it", transaction_id=e.transaction_id,
+                    store=broken[0])
+        if self.operation_log is not None:
+            try:
+                self.operation_log.append(batch)
+            except Exception:
+                log.warning("could not write the operation log", exc_info=True)
+        self.metrics.observe("group_seconds", time.perf_counter() - started)
+        with self._cv:
+            if not self._quarantined:
+                self._applied_lsn = max(self._applied_lsn, batch[-1].lsn)
+        self._finish_group(batch)
+        self._maybe_compact()
+
+    def _apply_group(self, batch: list[_Pending]) -> dict[str, str]:
+        by_store: dict[str, list[Operation]] = defaultdict(list)
+        for e in batch:
+            for name, ops in e.ops.items():
+                by_store[name].extend(ops)
+        failed: dict[str, str] = {}
+        for n, name in enumerate(sorted(by_store)):
+            if name in self._quarantined:
+                failed[name] = self._quarantined[name]
+                continue
+            with self.tracer.start_as_current_span("memsys.transaction.apply", attributes={"memsys.store": name}):
+                try:
+                    self._apply_with_retry(name, by_store[name])
+                except Exception as exc:
+                    failed[name] = f"{type(exc).__name__}: {exc}"
+                    self._quarantine(name, failed[name])
+            if n == 0:
+                self._hook("after_first_apply")
+        return failed
+
+    def _apply_with_retry(self, name: str, ops: list[Operation]) -> None:
+        durable = not self.log.durable
+        for attempt in range(self.apply_attempts):
+            try:
+                self.stores[name].apply_prepared(ops, durable=durable)
+                return
+            except MemsysError as exc:
+                if attempt + 1 == self.apply_attempts or not exc.transient:
+                    raise
+                time.sleep(0.01 * 4 ** attempt)
+
+    def _finish_group(self, batch: list[_Pending]) -> None:
+        with self._cv:
+            for e in batch:
+                e.done = True
+            self._cv.notify_all()
+
+    def _quarantine(self, name: str, reason: str) -> None:
+        self.metrics.incr("quarantined")
+        log.error("store %s failed to apply committed transactions and is quarantined until recovery: %s",
+                  name, reason)
+        with self._cv:
+            self._quarantined[name] = reason
+
+    def _ensure_available(self, name: str, transaction_id: str) -> None:
+        if name not in self._quarantined:
+            return
+        report = self.recover(stores=[name])
+        if name in report.failed_stores:
+            self.metrics.incr("aborted")
+            raise TransactionAbortedError(
+                f"transaction {transaction_id} rolled back: store {name!r} is waiting for recovery "
+                f"({report.failed_stores[name]})", transaction_id=transaction_id, store=name) \
+                from StoreUnavailableError(report.failed_stores[name], store=name)
+
+    @property
+    def quarantined(self) -> dict[str, str]:
+        return dict(self._quarantined)
+
+    # ------------------------------------------------------------------ writes outside a transaction
+
+    def write_outside_transaction(self, store: BaseMemoryStore, ops: list[Operation]) -> None:
+        """A write on a managed store with no transaction open: a transaction of its own."""
+        current = self.current()
+        if current is not None:
+            raise TransactionStateError(
+                f"store {store.name!r} is not part of transaction {current.transaction_id} "
+                f"(stores {current.stores}); add it to with_transaction([...])",
+                transaction_id=current.transaction_id, store=store.name)
+        transaction_id = uuid.uuid4().hex
+        start = self.begin(transaction_id)
+        try:
+            # A blind write conflicts with nothing; it still marks its ids for open transactions.
+            self.commit(transaction_id, start, {store.name: ops}, check_conflicts=False)
+        finally:
+            self.finish(transaction_id)
+
+    # ------------------------------------------------------------------ recovery and compaction
+
+    def recover(self, stores: Sequence[str] | None = None) -> RecoveryReport:
+        """Redo every commit after the last checkpoint, in LSN order, on ``stores`` (default all)."""
+        started = time.perf_counter()
+        report = RecoveryReport()
+        with self._leadership(), self.tracer.start_as_current_span("memsys.recovery"):
+            scan = self.log.scan()
+            report.log_records = scan.records
+            report.redone = [c["txid"] for c in scan.commits]
+            report.completed = [c["txid"] for c in scan.unended]
+            report.undone = [p["txid"] for p in scan.undecided]
+            with self._cv:
+                self._last_lsn = max(self._last_lsn, scan.max_lsn)
+                self._logged_lsn = max(self._logged_lsn, scan.max_lsn)
+            targets = list(stores) if stores is not None else sorted(self.stores)
+            logged = {name for c in scan.commits for name in c["ops"]}
+            for name in sorted(logged - set(self.stores)):
+                report.failed_stores[name] = "the log holds committed writes for a store this manager does not have"
+            for name in targets:
+                try:
+                    self._redo(name, scan.commits)
+                except Exception as exc:
+                    report.failed_stores[name] = f"{type(exc).__name__}: {exc}"
+                    with self._cv:
+                        self._quarantined[name] = report.failed_stores[name]
+                    continue
+                with self._cv:
+                    self._quarantined.pop(name, None)
+            with self._cv:
+                if not self._quarantined:  # every logged commit is now applied everywhere
+                    self._applied_lsn = max(self._applied_lsn, self._logged_lsn)
+            if stores is None and report.ok:
+                self._checkpoint()
+        report.seconds = time.perf_counter() - started
+        self.metrics.incr("recoveries")
+        if report.redone or report.undone or report.failed_stores:
+            log.info("recovery: redid %d transactions (%d not yet ended), presumed %d aborted, failed stores %s "
+                     "in %.3fs", len(report.redone), len(report.completed), len(report.undone),
+                     report.failed_stores or "none", report.seconds)
+        return report
+
+    def _redo(self, name: str, commits: list[dict[str, Any]]) -> None:
+        store = self.stores[name]
+        batch: list[Operation] = []
+        for commit in commits:
+            batch.extend(decode_op(record) for record in commit["ops"].get(name, ()))
+            if len(batch) >= 2000:
+                store.apply_prepared(batch, durable=False)
+                batch = []
+        if batch:
+            store.apply_prepared(batch, durable=False)
+        store.flush()
+
+    def _checkpoint(self) -> None:
+        """Flush every store, then replace the log by a checkpoint (caller holds leadership)."""
+        for name in sorted(self.stores):
+            self.stores[name].flush()
+        self.log.compact(self._applied_lsn)
+        self.metrics.incr("checkpoints")
+
+    def _maybe_compact(self) -> None:
+        if self._quarantined or not (self.log.records_since_checkpoint > self.compact_records
+                                     or self.log.size() > self.compact_bytes):
+            return
+        try:
+            self._checkpoint()  # the leader holds leadership here
+        except Exception:
+            log.warning("log compaction failed; the log keeps every record", exc_info=True)
+
+    def close(self) -> None:
+        """Flush the stores and checkpoint the log, so the next open has nothing to redo."""
+        with self._leadership():
+            if not self._quarantined:
+                self._checkpoint()
+            self.log.close()
+
+
+def _stamp(op: Operation, lsn: int) -> Operation:
+    """The committed form of an operation: Puts carry the LSN as version and its time as updated_at."""
+    if not isinstance(op, Put):
+        return op
+    item = op.item
+    stamped = trusted_item(item.id, item.content, item.memory_type.value, item.metadata,  # type: ignore[arg-type]
+                           item.created_at, from_epoch_us(lsn), lsn)  # type: ignore[arg-type]
+    return Put(stamped, op.embedding)
+
+
+class TransactionContext:
+    """``with manager.with_transaction(["lmdb", "duckdb"]) as tx:`` — all or nothing.
+
+    Calls on the participating adapters made in the block (on this thread) join
+    the transaction. Leaving the block normally commits on every store or none;
+    an exception rolls every store back and is re-raised. ``commit()`` and
+    ``rollback()`` may also be called explicitly inside the block.
+    """
+
+    def __init__(self, coordinator: Coordinator, stores: Sequence[str]) -> None:
+        unknown = [s for s in stores if s not in coordinator.stores]
+        if unknown:
+            raise TransactionStateError(f"unknown stores {unknown}; this manager has {sorted(coordinator.stores)}")
+        if not stores:
+            raise TransactionStateError("a transaction needs at least one store")
+        self._coordinator = coordinator
+        self.stores = list(dict.fromkeys(stores))
+        self.transaction_id = uuid.uuid4().hex
+        self.state = "new"
+        self.start_lsn = 0
+        #: The commit's LSN, which is also the version of every item it stored.
+        self.lsn: int | None = None
+        self._begun: list[str] = []
+
+    @property
+    def adapters(self) -> dict[str, BaseMemoryStore]:
+        return {name: self._coordinator.stores[name] for name in self.stores}
+
+    def __enter__(self) -> TransactionContext:
+        self.begin()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
+        if self.state != "active":
+            return False
+        if exc_type is None:
+            self.commit()
+        else:
+            self.rollback()
+        return False
+
+    def begin(self) -> None:
+        if self.state != "new":
+            raise TransactionStateError(f"transaction {self.transaction_id} was already used ({self.state})",
+                                        transaction_id=self.transaction_id)
+        if self._coordinator.current() is not None:
+            raise TransactionStateError("a transaction is already open on this thread; nested transactions "
+                                        "are not supported", transaction_id=self.transaction_id)
+        try:
+            for name in self.stores:
+                self._coordinator.stores[name].begin_transaction(self.transaction_id)
+                self._begun.append(name)
+        except BaseException:
+            self._release()
+            raise
+        self.start_lsn = self._coordinator.begin(self.transaction_id)
+        self._coordinator.bind(self)
+        self.state = "active"
+
+    def _check_active(self) -> None:
+        if self.state != "active":
+            raise TransactionStateError(f"transaction {self.transaction_id} is {self.state}",
+                                        transaction_id=self.transaction_id)
+
+    def commit(self) -> int:
+        """Commit on every store or none; returns the LSN (the version stamped on stored items)."""
+        self._check_active()
+        ops = {name: self._coordinator.stores[name].transaction_ops(self.transaction_id) for name in self.stores}
+        try:
+            self.lsn = self._coordinator.commit(self.transaction_id, self.start_lsn, ops)
+            self.state = "committed"
+        except CommitIncompleteError:
+            self.state = "committed"
+            raise
+        except BaseException:
+            self.state = "failed"
+            raise
+        finally:
+            self._release()
+        return self.lsn
+
+    def rollback(self) -> None:
+        """Discard every buffered write; no store ever saw them."""
+        self._check_active()
+        self.state = "rolled_back"
+        self._release()
+
+    def _release(self) -> None:
+        for name in self._begun:
+            try:
+                self._coordinator.stores[name].rollback(self.transaction_id)  # ends the buffer
+            except MemsysError:
+                pass
+        self._begun = []
+        if self._coordinator.current() is self:
+            self._coordinator.bind(None)
+        self._coordinator.finish(self.transaction_id)
+
+    # --- the explicit handle
+
+    def store(self, store: str, item: Any) -> str:
+        return self._adapter(store).store(item)
+
+    def delete(self, store: str, item_id: str) -> bool:
+        return self._adapter(store).delete(item_id)
+
+    def retrieve(self, store: str, item_id: str) -> Any:
+        return self._adapter(store).retrieve(item_id)
+
+    def _adapter(self, store: str) -> BaseMemoryStore:
+        self._check_active()
+        if store not in self.stores:
+            raise TransactionStateError(f"store {store!r} is not part of transaction {self.transaction_id}",
+                                        transaction_id=self.transaction_id, store=store)
+        return self._coordinator.stores[store]
+
+    def __repr__(self) -> str:
+        return f"TransactionContext(id={self.transaction_id}, stores={self.stores}, state={self.state})"

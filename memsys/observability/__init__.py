@@ -1,0 +1,1 @@
+"""Tracing spans and metrics for transactions and stores."""
