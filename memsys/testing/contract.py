@@ -367,6 +367,23 @@ class MemoryStoreContract(_Contract):
         assert store.delete_many([i.id for i in items[:30]] + ["missing"]) == 30
         assert set(dump(store)) == {i.id for i in items[30:]}
 
+    # --- the stateful model ------------------------------------------------------------------------
+
+    #: How hard the stateful check works; raise it for a soak, lower it for a very slow store.
+    stateful_examples: ClassVar[int] = 12
+    stateful_steps: ClassVar[int] = 20
+
+    def test_stateful_model_agrees_with_the_reference(self, store: Any) -> None:
+        from hypothesis import HealthCheck, settings
+        from hypothesis.stateful import run_state_machine_as_test
+
+        from memsys.testing.stateful import store_machine
+
+        store.close()  # the machine opens its own stores, one folder per example
+        run_state_machine_as_test(store_machine(self.create_store), settings=settings(
+            max_examples=self.stateful_examples, stateful_step_count=self.stateful_steps, deadline=None,
+            derandomize=True, database=None, suppress_health_check=list(HealthCheck)))
+
     # --- transactions and snapshots --------------------------------------------------------------
 
     def test_transaction_commit_applies_everything_and_isolates_until_then(self, store: Any) -> None:
