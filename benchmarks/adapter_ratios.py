@@ -29,8 +29,9 @@ import numpy as np
 from memsys.domain.model import MemoryItem, MemoryType, MemoryVector, from_epoch_us, to_epoch_us
 from memsys.testing.samples import EPOCH
 
-TARGETS = {"store": 0.70, "retrieve": 0.50, "batch_store": 0.50, "search_flat": 0.80, "search_hnsw": 0.80,
-           "recall_hnsw": 0.95}
+#: The issue's targets: ours / raw at least this. Chroma's search has none (FAISS's is the named one).
+TARGETS = {"store": 0.70, "retrieve": 0.50, "batch_store": 0.50, ("faiss", "search_flat"): 0.80,
+           ("faiss", "search_hnsw"): 0.80, "recall_hnsw": 0.95}
 
 
 @dataclasses.dataclass
@@ -47,7 +48,7 @@ class Ratio:
 
     @property
     def target(self) -> float:
-        return TARGETS.get(self.operation, 0.0)
+        return TARGETS.get((self.backend, self.operation), TARGETS.get(self.operation, 0.0))
 
     @property
     def met(self) -> bool:
@@ -564,8 +565,9 @@ def markdown(results: list[Ratio]) -> str:
                          f">= {r.target} | {r.note} |")
             continue
         mark = "" if r.met else " (missed)"
+        target = f">= {r.target:.2f}" if r.target else "-"
         lines.append(f"| {r.backend} | {r.operation} | {r.ours:,.0f} | {r.raw:,.0f} | {r.ratio:.2f}{mark} | "
-                     f">= {r.target:.2f} | {r.note} |")
+                     f"{target} | {r.note} |")
     return "\n".join(lines)
 
 

@@ -55,10 +55,11 @@ class VectorStoreBase(BaseMemoryStore):
     def _get_embedding(self, item_id: str) -> tuple[float, ...] | None:
         raise NotImplementedError
 
-    def _similar(self, query: Any, top_k: int,
-                 where: MemoryQuery | None) -> list[tuple[MemoryItem, float, tuple[float, ...] | None]]:
+    def _similar(self, query: Any, top_k: int, where: MemoryQuery | None,
+                 embeddings: bool) -> list[tuple[MemoryItem, float, tuple[float, ...] | None]]:
         """The top_k live items closest to ``query`` (a float32 array, normalised for cosine), best
-        first, each with its embedding when the engine has it at hand (else None: fetched after)."""
+        first. With ``embeddings``, each comes with its embedding if the engine has it at hand
+        (None otherwise: it is fetched after)."""
         raise NotImplementedError
 
     # --- preparing writes: embeddings are computed here, once, before anything is applied
@@ -141,7 +142,7 @@ class VectorStoreBase(BaseMemoryStore):
 
     def similarity_search_with_scores(self, query_embedding: Sequence[float], top_k: int = 5,
                                       query: Any = None) -> list[tuple[MemoryVector, float]]:
-        hits = self._nearest(query_embedding, top_k, query)
+        hits = self._nearest(query_embedding, top_k, query, embeddings=True)
         missing = [hit[0].id for hit in hits if hit[2] is None]
         fetched = self._call("similarity_search", lambda: {i: self._get_embedding(i) for i in missing}) \
             if missing else {}
@@ -150,10 +151,10 @@ class VectorStoreBase(BaseMemoryStore):
 
     def similar_items(self, query_embedding: Sequence[float], top_k: int = 5, query: Any = None) -> list[ScoredItem]:
         """The top_k items nearest the query with their scores, best first, without their embeddings."""
-        return [ScoredItem(hit[0], hit[1]) for hit in self._nearest(query_embedding, top_k, query)]
+        return [ScoredItem(hit[0], hit[1]) for hit in self._nearest(query_embedding, top_k, query, embeddings=False)]
 
-    def _nearest(self, query_embedding: Sequence[float], top_k: int,
-                 query: Any) -> list[tuple[MemoryItem, float, tuple[float, ...] | None]]:
+    def _nearest(self, query_embedding: Sequence[float], top_k: int, query: Any,
+                 embeddings: bool) -> list[tuple[MemoryItem, float, tuple[float, ...] | None]]:
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
             raise InvalidInputError(f"top_k must be a non-negative int, got {top_k!r}")
         vector = self._query_vector(query_embedding)
@@ -161,7 +162,7 @@ class VectorStoreBase(BaseMemoryStore):
         tx = self._bound_transaction()
         overlay = tx.writes if tx is not None and tx.writes else None
         fetch = top_k + (len(overlay.ops) if overlay is not None else 0)
-        hits = self._call("similarity_search", self._similar, vector, fetch, where) if fetch else []
+        hits = self._call("similarity_search", self._similar, vector, fetch, where, embeddings) if fetch else []
         if overlay is not None:
             hits = [hit for hit in hits if not overlay.touches(hit[0].id)]
             for put in overlay.live_puts():

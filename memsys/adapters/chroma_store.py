@@ -47,6 +47,7 @@ from memsys.ports import Capability, Embedder
 
 DEFAULT_COLLECTION = "memsys_items"
 PAYLOAD = "memsys"
+_json_decode = json.JSONDecoder().decode
 
 
 class ChromaDBVectorStore(VectorStoreBase):
@@ -138,7 +139,7 @@ class ChromaDBVectorStore(VectorStoreBase):
 
     @staticmethod
     def _decode(metadata: dict[str, Any]) -> MemoryItem:
-        return decode_item(json.loads(metadata[PAYLOAD])["item"])
+        return decode_item(_json_decode(metadata[PAYLOAD])["item"])
 
     @staticmethod
     def _decode_embedding(metadata: dict[str, Any]) -> tuple[float, ...]:
@@ -215,19 +216,19 @@ class ChromaDBVectorStore(VectorStoreBase):
                 embeddings=[list(p.embedding) for p in chunk],  # type: ignore[arg-type]
                 metadatas=[self._metadata(p) for p in chunk])
 
-    def _similar(self, query: Any, top_k: int, where: MemoryQuery | None) -> list[tuple[Any, ...]]:
+    def _similar(self, query: Any, top_k: int, where: MemoryQuery | None, embeddings: bool) -> list[tuple[Any, ...]]:
         if where is not None:  # exact scores over the matching items, as a filter may exclude most of the index
             hits = []
             for record in self._records(self._where_filter(where)):
                 item, embedding = self._decode(record), self._decode_embedding(record)
                 if where.matches(item):
-                    hits.append((item, self.score(query, embedding), embedding))
+                    hits.append((item, self.score(query, embedding), embedding if embeddings else None))
             hits.sort(key=lambda hit: (-hit[1], hit[0].id))
             return hits[:top_k]
         result = self._collection.query(query_embeddings=[query.tolist()], n_results=top_k,
                                         include=["metadatas", "distances"])
         # Chroma's cosine and ip distances are both 1 - similarity.
-        return [(self._decode(m), 1.0 - float(dist), self._decode_embedding(m))
+        return [(self._decode(m), 1.0 - float(dist), self._decode_embedding(m) if embeddings else None)
                 for m, dist in zip(result["metadatas"][0], result["distances"][0])]
 
     def _apply_is_atomic(self, ops: Sequence[Operation]) -> bool:

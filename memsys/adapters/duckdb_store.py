@@ -48,6 +48,7 @@ _UPSERT_MANY = (
     "memory_type = excluded.memory_type, metadata = excluded.metadata, created_at = excluded.created_at, "
     "updated_at = excluded.updated_at, version = excluded.version")
 _DELETE_MANY = f"DELETE FROM {TABLE} WHERE id IN (SELECT unnest(?::VARCHAR[]))"
+_INSERT_MANY = _UPSERT_MANY.split(" ON CONFLICT")[0]
 
 
 class DuckDBMemoryAdapter(BaseMemoryStore):
@@ -174,12 +175,19 @@ class DuckDBMemoryAdapter(BaseMemoryStore):
                 last[op.item_id] = op
         deletes = [i for i, op in last.items() if isinstance(op, Delete)]
         rows = [self._row(op.item) for op in last.values() if isinstance(op, Put)]
+        columns = [list(column) for column in zip(*rows)]
+        if not deletes:
+            try:  # new ids, the common case: one statement, atomic on its own
+                self._con.execute(_INSERT_MANY, columns)
+                return
+            except self._duckdb.ConstraintException:
+                pass  # some ids exist: upsert in a transaction below
         self._con.execute("BEGIN TRANSACTION")
         try:
             if deletes:
                 self._con.execute(_DELETE_MANY, [deletes])
             if rows:
-                self._con.execute(_UPSERT_MANY, [list(column) for column in zip(*rows)])
+                self._con.execute(_UPSERT_MANY, columns)
             self._con.execute("COMMIT")
         except BaseException:
             self._con.execute("ROLLBACK")

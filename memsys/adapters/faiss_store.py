@@ -240,7 +240,7 @@ class FAISSVectorStore(VectorStoreBase):
         else:
             self._tombstones.add(label)
 
-    def _similar(self, query: Any, top_k: int, where: MemoryQuery | None) -> list[tuple[Any, ...]]:
+    def _similar(self, query: Any, top_k: int, where: MemoryQuery | None, embeddings: bool) -> list[tuple[Any, ...]]:
         np = self._np
         if where is not None:  # exact scores over the matching items: a filter can exclude most of the index
             ids = [i.id for i in self._items.values() if where.matches(i)]

@@ -145,7 +145,7 @@ class KuzuMemoryAdapter(GraphStoreBase):
         return self._item(rows[0]) if rows else None
 
     def _get_many(self, item_ids: Sequence[str]) -> dict[str, MemoryItem]:
-        rows = self._rows(f"MATCH (n:MemoryItem) WHERE n.id IN $ids RETURN {_FIELDS}", {"ids": list(item_ids)})
+        rows = self._rows(f"UNWIND $ids AS i MATCH (n:MemoryItem {{id: i}}) RETURN {_FIELDS}", {"ids": list(item_ids)})
         return {row[0]: self._item(row) for row in rows}
 
     def _scan(self) -> Iterable[MemoryItem]:
@@ -157,8 +157,7 @@ class KuzuMemoryAdapter(GraphStoreBase):
     def _search(self, query: MemoryQuery) -> list[MemoryItem]:
         where, params = [], {}
         if query.ids is not None:
-            where.append("n.id IN $ids")
-            params["ids"] = sorted(query.ids)
+            return query.select(self._get_many(sorted(query.ids)).values())
         if query.memory_types is not None:
             where.append("n.memory_type IN $types")
             params["types"] = sorted(t.value for t in query.memory_types)
@@ -185,13 +184,22 @@ class KuzuMemoryAdapter(GraphStoreBase):
                     raise
                 self._con.execute(self._prepared["update"], params)
             return
+        if all(isinstance(op, Put) for op in ops):
+            rows = _batch_rows(Put, list(ops))
+            try:  # new ids, the common case: one statement, atomic on its own
+                self._con.execute(_CREATE_MANY, {"rows": rows})
+                return
+            except RuntimeError as exc:
+                if "duplicated primary key" not in str(exc):
+                    raise
         self._con.execute("BEGIN TRANSACTION")
         try:
             for kind, run in groupby(ops, key=type):
                 rows = _batch_rows(kind, list(run))
                 if kind is Put:  # CREATE is twice as fast as MERGE: create the new ids, update the rest
-                    existing = {row[0] for row in self._rows("MATCH (n:MemoryItem) WHERE n.id IN $ids RETURN n.id",
-                                                             {"ids": [r["id"] for r in rows]})}
+                    # UNWIND + MATCH by key uses the primary-key index; `WHERE id IN $ids` scans the table.
+                    existing = {row[0] for row in self._rows(
+                        "UNWIND $ids AS i MATCH (n:MemoryItem {id: i}) RETURN n.id", {"ids": [r["id"] for r in rows]})}
                     created = [r for r in rows if r["id"] not in existing]
                     if created:
                         self._con.execute(_CREATE_MANY, {"rows": created})

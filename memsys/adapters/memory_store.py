@@ -96,7 +96,7 @@ class InMemoryStore(VectorStoreBase, GraphStoreBase):
     def _get_embedding(self, item_id: str) -> tuple[float, ...] | None:
         return self._state.vectors.get(item_id)
 
-    def _similar(self, query: Any, top_k: int, where: MemoryQuery | None) -> list[tuple[Any, ...]]:
+    def _similar(self, query: Any, top_k: int, where: MemoryQuery | None, embeddings: bool) -> list[tuple[Any, ...]]:
         hits = [(item, self.score(query, self._state.vectors[item.id]), self._state.vectors[item.id])
                 for item in self._state.items.values()
                 if item.id in self._state.vectors and (where is None or where.matches(item))]

@@ -36,6 +36,8 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
+import queue
+from concurrent.futures import Future, as_completed, wait
 from typing import TYPE_CHECKING, Any
 
 from memsys.domain.errors import (
@@ -94,20 +96,28 @@ class Coordinator:
 
     def __init__(self, stores: Mapping[str, BaseMemoryStore], log_: CoordinatorLog, *,
                  operation_log: OperationLog | None = None, compact_records: int = 20_000,
-                 compact_bytes: int = 64 << 20, apply_attempts: int = 3) -> None:
+                 compact_bytes: int = 64 << 20, apply_attempts: int = 3, commit_delay: float = 0.0003) -> None:
         self.stores = dict(stores)
         self.log = log_
         self.operation_log = operation_log
         self.compact_records = compact_records
         self.compact_bytes = compact_bytes
         self.apply_attempts = apply_attempts
+        self.commit_delay = commit_delay
         self.metrics = Metrics()
         self.tracer = get_tracer()
         #: Testing hook: called with each name in STEPS as the protocol passes it.
         self.crash_hook: Callable[[str], None] | None = None
         self._cv = threading.Condition(threading.Lock())
         self._queue: list[_Pending] = []
-        self._leader = False
+        self._log_busy = False
+        self._exclusive = False
+        self._inflight = 0
+        self._pending = 0  # decided transactions not yet completed
+        self._draining = 0
+        self._next_seq = 0
+        self._completed_seq = 0
+        self._workers: dict[str, _StoreWorker] = {}
         self._last_lsn = 0
         # Every commit with an LSN up to this is applied on every store. A transaction starts
         # from it, so it conflicts with any commit it might not have seen; a quarantined store
@@ -205,70 +215,101 @@ class Coordinator:
                     self._last_write[(name, op_key(op))] = lsn
             entry = _Pending(transaction_id, lsn, stamped)
             self._queue.append(entry)
+            self._pending += 1
+            self._cv.notify_all()
         self.log.append([{"t": "prepare", "lsn": lsn, "txid": transaction_id, "stores": sorted(stamped)}], sync=False)
         return entry
+
+    # The commit pipeline. One leader at a time writes and syncs the log for every queued
+    # transaction (a group), hands each store its share to that store's apply worker, and
+    # gives the log to the next leader while its own group is still being applied. Each
+    # store's worker applies groups in log order; stores work in parallel, and the next
+    # group's log sync overlaps this group's applies. Groups finish in log order.
 
     def _run_until_done(self, entry: _Pending) -> None:
         with self._cv:
             while not entry.done:
-                if not self._leader:
-                    self._leader = True
+                if not self._log_busy and not self._exclusive and not self._draining and self._queue:
+                    self._log_busy = True
+                    # Commit delay: while other open transactions are still in their blocks, wait a
+                    # moment for them to join this group; every one that does shares the log sync
+                    # and the stores' statements.
+                    deadline = time.monotonic() + self.commit_delay
+                    while len(self._active) > self._pending and time.monotonic() < deadline:
+                        self._cv.wait(deadline - time.monotonic())
                     batch, self._queue = self._queue, []
+                    seq = self._next_seq
+                    self._next_seq += 1
+                    self._inflight += 1
                     break
                 self._cv.wait()
             else:
                 return
-        try:
-            self._run_group(batch)
-        finally:
-            with self._cv:
-                self._leader = False
-                self._cv.notify_all()
+        self._run_group(sorted(batch, key=lambda e: e.lsn), seq)
 
-    @contextlib.contextmanager
-    def _leadership(self) -> Iterator[None]:
-        """Exclusive use of the apply path (recovery, compaction) between groups."""
-        with self._cv:
-            while self._leader:
-                self._cv.wait()
-            self._leader = True
-        try:
-            yield
-        finally:
-            with self._cv:
-                self._leader = False
-                self._cv.notify_all()
-
-    def _run_group(self, batch: list[_Pending]) -> None:
-        batch.sort(key=lambda e: e.lsn)
+    def _run_group(self, batch: list[_Pending], seq: int) -> None:
         self.metrics.incr("groups")
         self.metrics.observe("group_size", len(batch))
         started = time.perf_counter()
+        futures: dict[Future, str] = {}
+        failed: dict[str, str] = {}
+        logged = False
         try:
-            with self.tracer.start_as_current_span("memsys.transaction.log", attributes={"memsys.group": len(batch)}):
-                records = [{"t": "commit", "lsn": e.lsn, "txid": e.transaction_id,
-                            "ops": {n: [encode_op(op) for op in ops] for n, ops in e.ops.items()}} for e in batch]
-                self._hook("after_log_write")
-                self.log.append(records, sync=True)
-            with self._cv:
-                self._logged_lsn = batch[-1].lsn
+            try:
+                with self.tracer.start_as_current_span("memsys.transaction.log",
+                                                       attributes={"memsys.group": len(batch)}):
+                    records = [{"t": "commit", "lsn": e.lsn, "txid": e.transaction_id,
+                                "ops": {n: [encode_op(op) for op in ops] for n, ops in e.ops.items()}}
+                               for e in batch]
+                    self._hook("after_log_write")
+                    self.log.append(records, sync=True)
+                logged = True
+                by_store: dict[str, list[Operation]] = defaultdict(list)
+                for e in batch:
+                    for name, ops in e.ops.items():
+                        by_store[name].extend(ops)
+                # Handed to the workers before the log is released, so every store sees groups in log order.
+                futures = {self._worker(name).submit(by_store[name]): name for name in sorted(by_store)}
+            except Exception as exc:
+                for e in batch:
+                    e.error = TransactionAbortedError(
+                        f"transaction {e.transaction_id} rolled back: the coordinator log could not be "
+                        f"written: {exc}", transaction_id=e.transaction_id)
+                    e.error.__cause__ = exc
+                return
+            finally:
+                with self._cv:
+                    if logged:
+                        self._logged_lsn = batch[-1].lsn
+                    self._log_busy = False
+                    self._cv.notify_all()
             self._hook("after_log_sync")
-        except Exception as exc:
+            for n, future in enumerate(as_completed(futures)):
+                error = future.exception()
+                if error is not None:
+                    failed[futures[future]] = f"{type(error).__name__}: {error}"
+                if n == 0:
+                    self._hook("after_first_apply")
+            self._hook("after_apply")
+            self._finish_applied(batch, failed)
+            self._hook("after_end")
+        except BaseException as exc:  # a simulated crash: every waiter learns it, as a process would
             for e in batch:
-                e.error = TransactionAbortedError(f"transaction {e.transaction_id} rolled back: the coordinator "
-                                                  f"log could not be written: {exc}", transaction_id=e.transaction_id)
-                e.error.__cause__ = exc
-            self._finish_group(batch)
-            return
-        failed = self._apply_group(batch)
-        self._hook("after_apply")
+                if e.error is None:
+                    e.error = exc
+            raise
+        finally:
+            wait(futures)  # no apply outlives its group
+            self._complete(batch, seq, started)
+        self._maybe_compact()
+
+    def _finish_applied(self, batch: list[_Pending], failed: dict[str, str]) -> None:
         ended = [e.lsn for e in batch if not set(e.ops) & set(failed)]
         if ended:
             try:
                 self.log.append([{"t": "end", "lsns": ended}], sync=False)
             except Exception:  # an end record only spares recovery some work
                 log.warning("could not write an end record", exc_info=True)
-        self._hook("after_end")
         for e in batch:
             broken = sorted(set(e.ops) & set(failed))
             if broken:
@@ -281,49 +322,61 @@ class Coordinator:
                 self.operation_log.append(batch)
             except Exception:
                 log.warning("could not write the operation log", exc_info=True)
-        self.metrics.observe("group_seconds", time.perf_counter() - started)
+
+    def _complete(self, batch: list[_Pending], seq: int, started: float) -> None:
+        """Finish groups in log order, so "applied up to" only ever covers whole prefixes."""
         with self._cv:
-            if not self._quarantined:
+            while self._completed_seq != seq:
+                self._cv.wait()
+            self._completed_seq += 1
+            self._inflight -= 1
+            if not self._quarantined and all(e.error is None or isinstance(e.error, TransactionAbortedError)
+                                             for e in batch):  # applied everywhere, or never logged
                 self._applied_lsn = max(self._applied_lsn, batch[-1].lsn)
-        self._finish_group(batch)
-        self._maybe_compact()
-
-    def _apply_group(self, batch: list[_Pending]) -> dict[str, str]:
-        by_store: dict[str, list[Operation]] = defaultdict(list)
-        for e in batch:
-            for name, ops in e.ops.items():
-                by_store[name].extend(ops)
-        failed: dict[str, str] = {}
-        for n, name in enumerate(sorted(by_store)):
-            if name in self._quarantined:
-                failed[name] = self._quarantined[name]
-                continue
-            with self.tracer.start_as_current_span("memsys.transaction.apply", attributes={"memsys.store": name}):
-                try:
-                    self._apply_with_retry(name, by_store[name])
-                except Exception as exc:
-                    failed[name] = f"{type(exc).__name__}: {exc}"
-                    self._quarantine(name, failed[name])
-            if n == 0:
-                self._hook("after_first_apply")
-        return failed
-
-    def _apply_with_retry(self, name: str, ops: list[Operation]) -> None:
-        durable = not self.log.durable
-        for attempt in range(self.apply_attempts):
-            try:
-                self.stores[name].apply_prepared(ops, durable=durable)
-                return
-            except MemsysError as exc:
-                if attempt + 1 == self.apply_attempts or not exc.transient:
-                    raise
-                time.sleep(0.01 * 4 ** attempt)
-
-    def _finish_group(self, batch: list[_Pending]) -> None:
-        with self._cv:
             for e in batch:
                 e.done = True
+            self._pending -= len(batch)
             self._cv.notify_all()
+        self.metrics.observe("group_seconds", time.perf_counter() - started)
+
+    @contextlib.contextmanager
+    def _leadership(self) -> Iterator[None]:
+        """Exclusive use of the stores and the log (recovery, compaction): no group in flight."""
+        with self._cv:
+            self._draining += 1  # no new group starts while this waits for the running ones
+            try:
+                while self._exclusive or self._log_busy or self._inflight:
+                    self._cv.wait()
+            finally:
+                self._draining -= 1
+            self._exclusive = True
+        try:
+            yield
+        finally:
+            with self._cv:
+                self._exclusive = False
+                self._cv.notify_all()
+
+    def _worker(self, name: str) -> _StoreWorker:
+        worker = self._workers.get(name)
+        if worker is None:
+            worker = self._workers[name] = _StoreWorker(self, name)
+        return worker
+
+    def _apply_with_retry(self, name: str, ops: list[Operation]) -> None:
+        if name in self._quarantined:  # an earlier group failed here: later ones must wait for recovery
+            raise StoreUnavailableError(f"store {name!r} is quarantined: {self._quarantined[name]}", store=name)
+        durable = not self.log.durable
+        with self.tracer.start_as_current_span("memsys.transaction.apply", attributes={"memsys.store": name}):
+            for attempt in range(self.apply_attempts):
+                try:
+                    self.stores[name].apply_prepared(ops, durable=durable)
+                    return
+                except MemsysError as exc:
+                    if attempt + 1 == self.apply_attempts or not exc.transient:
+                        self._quarantine(name, f"{type(exc).__name__}: {exc}")
+                        raise
+                    time.sleep(0.01 * 4 ** attempt)
 
     def _quarantine(self, name: str, reason: str) -> None:
         self.metrics.incr("quarantined")
@@ -430,10 +483,13 @@ class Coordinator:
         if self._quarantined or not (self.log.records_since_checkpoint > self.compact_records
                                      or self.log.size() > self.compact_bytes):
             return
-        try:
-            self._checkpoint()  # the leader holds leadership here
-        except Exception:
-            log.warning("log compaction failed; the log keeps every record", exc_info=True)
+        with self._leadership():
+            if self.log.records_since_checkpoint <= self.compact_records and self.log.size() <= self.compact_bytes:
+                return  # another thread compacted while this one waited
+            try:
+                self._checkpoint()
+            except Exception:
+                log.warning("log compaction failed; the log keeps every record", exc_info=True)
 
     def close(self) -> None:
         """Flush the stores and checkpoint the log, so the next open has nothing to redo."""
@@ -441,6 +497,41 @@ class Coordinator:
             if not self._quarantined:
                 self._checkpoint()
             self.log.close()
+        for worker in self._workers.values():
+            worker.stop()
+
+
+class _StoreWorker:
+    """Applies one store's share of each group, in the order the groups were logged."""
+
+    def __init__(self, coordinator: Coordinator, name: str) -> None:
+        self._coordinator = coordinator
+        self._name = name
+        self._queue: queue.SimpleQueue[tuple[list[Operation], Future] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name=f"memsys-apply-{name}", daemon=True)
+        self._thread.start()
+
+    def submit(self, ops: list[Operation]) -> Future:
+        future: Future = Future()
+        self._queue.put((ops, future))
+        return future
+
+    def _run(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            ops, future = job
+            try:
+                self._coordinator._apply_with_retry(self._name, ops)
+            except BaseException as exc:
+                future.set_exception(exc)
+            else:
+                future.set_result(None)
+
+    def stop(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=30)
 
 
 def _stamp(op: Operation, lsn: int) -> Operation:

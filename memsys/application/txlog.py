@@ -150,7 +150,11 @@ class CoordinatorLog:
         return self._file
 
     def append(self, records: Iterable[dict[str, Any]], *, sync: bool) -> None:
-        """Append records in one write; fsync when ``sync`` (the decision records)."""
+        """Append records in one write; fsync when ``sync`` (the decision records).
+
+        The fsync runs outside the lock: it flushes everything written before it, and other
+        threads may keep appending (unsynced records) meanwhile instead of queueing behind it.
+        """
         records = list(records)
         data = b"".join(_frame(r) for r in records)
         if not data:
@@ -160,14 +164,15 @@ class CoordinatorLog:
             try:
                 f.write(data)
                 f.flush()
-                if sync and self.sync:
-                    os.fsync(f.fileno())
             except BaseException:
                 self._file = None  # reopen at the last good size next time
                 f.close()
                 raise
             self._size += len(data)
             self.records_since_checkpoint += len(records)
+            fd = f.fileno()
+        if sync and self.sync:
+            os.fsync(fd)
 
     def size(self) -> int:
         return self._size
