@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from memsys.testing.plugin import skip_server_unavailable
 from memsys.testing.servers import ChromaServer, ServerUnavailable, ToxiproxyServer
 
 SERVER_FIXTURES = {"chroma_server", "toxiproxy"}
@@ -26,7 +27,7 @@ def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChromaSe
     try:
         server = ChromaServer(str(tmp_path_factory.mktemp("chroma-server") / "data"))
     except ServerUnavailable as exc:
-        pytest.skip(f"cannot start chroma run: {exc}")
+        skip_server_unavailable(f"cannot start chroma run: {exc}")
     yield server
     server.stop()
 
@@ -36,6 +37,6 @@ def toxiproxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ToxiproxySer
     try:
         server = ToxiproxyServer(log_dir=str(tmp_path_factory.mktemp("toxiproxy")))
     except ServerUnavailable as exc:
-        pytest.skip(f"cannot start the Toxiproxy server: {exc}")
+        skip_server_unavailable(f"cannot start the Toxiproxy server: {exc}")
     yield server
     server.stop()

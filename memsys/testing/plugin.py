@@ -3,9 +3,10 @@
 Enable it with ``pytest_plugins = ["memsys.testing.plugin"]`` in a conftest.
 
 * ``@pytest.mark.server``: the test needs a real server process (``chroma run``,
-  Toxiproxy). Where none can be started it skips with the reason, except when
-  ``CI`` or ``MEMSYS_REQUIRE_SERVERS`` is set: then the skip is a failure, so a
-  CI run can never go green by quietly skipping the real-server tests.
+  Toxiproxy). Where none can be started it skips through
+  ``skip_server_unavailable(reason)``, except when ``CI`` or
+  ``MEMSYS_REQUIRE_SERVERS`` is set: then that skip is a failure, so a CI run can
+  never go green by quietly skipping the real-server tests.
 * ``@pytest.mark.docker``: needs a Docker engine (testcontainers). Skips with a
   reason where none answers, in CI too: the CI machines have no Docker engine.
 """
@@ -13,9 +14,16 @@ Enable it with ``pytest_plugins = ["memsys.testing.plugin"]`` in a conftest.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
+
+#: Marks a skip as "the server could not be started", the only skip CI turns into a failure.
+SERVER_UNAVAILABLE = "[server unavailable]"
+
+
+def skip_server_unavailable(reason: str) -> NoReturn:
+    pytest.skip(f"{SERVER_UNAVAILABLE} {reason}")
 
 
 def servers_required() -> bool:
@@ -35,5 +43,7 @@ def pytest_runtest_makereport(item: Any, call: Any) -> Any:
     if report.skipped and item.get_closest_marker("server") is not None and servers_required() \
             and not hasattr(report, "wasxfail"):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        if SERVER_UNAVAILABLE not in reason:
+            return  # a skip for another reason (an undeclared capability) stays a skip
         report.outcome = "failed"
         report.longrepr = f"a server test was skipped where servers are required (CI): {reason}"

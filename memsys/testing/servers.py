@@ -214,3 +214,18 @@ class Proxy:
             yield name
         finally:
             self.remove_toxic(name)
+
+
+def docker_unavailable_reason() -> str | None:
+    """None if a Docker engine answers a ping; otherwise why not (for a skip's reason)."""
+    try:
+        import docker
+    except ImportError:
+        return "the docker package is not installed (pip install 'memsys[test]')"
+    try:
+        client = docker.from_env(timeout=3)
+        client.ping()
+    except Exception as exc:  # the docker client raises several unrelated types for "no engine"
+        return f"no Docker engine answers ({type(exc).__name__}: {str(exc)[:160]})"
+    client.close()
+    return None
