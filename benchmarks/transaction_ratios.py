@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import os
 import shutil
@@ -64,7 +65,9 @@ def _manager(folder: str, preload: int = 0) -> Any:
 
 
 def _fresh(prefix: str) -> Callable[[], MemoryItem]:
-    items = iter(make_items(200_000, seed=hash(prefix) % 1000, prefix=prefix))
+    """Never-stored items, made a few hundred at a time as they are asked for."""
+    batches = (make_items(500, seed=n, prefix=f"{prefix}-{n}") for n in itertools.count())
+    items = itertools.chain.from_iterable(batches)
     return lambda: next(items)
 
 
@@ -191,14 +194,16 @@ def recovery_time(folder: str, records: int) -> tuple[float, int]:
     return seconds, redone
 
 
-def run(quick: bool = False, progress: bool = True) -> list[Figure]:
+def run(quick: bool = False, progress: bool = True, *, count: int | None = None, repeats: int | None = None,
+        big: int | None = None, small: int = 1_000, per_thread: int | None = None,
+        log_records: int | None = None) -> list[Figure]:
     from rich.progress import Progress
 
-    count, repeats = (60, 2) if quick else (300, 3)
-    big = 5_000 if quick else 100_000
-    small = 1_000
-    per_thread = 40 if quick else 250
-    log_records = 500 if quick else 10_000
+    count = count or (60 if quick else 300)
+    repeats = repeats or (2 if quick else 3)
+    big = big or (5_000 if quick else 100_000)
+    per_thread = per_thread or (40 if quick else 250)
+    log_records = log_records or (500 if quick else 10_000)
     root = tempfile.mkdtemp(prefix="memsys-txbench-")
     figures: list[Figure] = []
     try:

@@ -113,8 +113,50 @@ def check_id(value: object, what: str = "id") -> str:
     return value
 
 
-def check_json(value: JSONValue, where: str, depth: int = 0) -> None:
-    """Raise InvalidMemoryItemError unless ``value`` survives a JSON round-trip unchanged."""
+def check_json(value: JSONValue, where: str) -> None:
+    """Raise InvalidMemoryItemError unless ``value`` survives a JSON round-trip unchanged.
+
+    Runs on every write, so the walk is iterative and builds no path strings; only when a
+    value is rejected is the walk repeated to name where it sits.
+    """
+    stack = [(value, 0)]
+    while stack:
+        current, depth = stack.pop()
+        kind = type(current)
+        if kind not in _JSON_TYPES:
+            kind = next((t for t in _JSON_TYPES if isinstance(current, t)), kind)  # subclasses, e.g. OrderedDict
+        if kind is str:
+            if not current.isascii() and _has_lone_surrogate(current):
+                break
+        elif kind is dict:
+            if depth >= MAX_DEPTH:
+                break
+            for key, element in current.items():
+                if type(key) is not str:
+                    break
+                stack.append((element, depth + 1))
+            else:
+                continue
+            break
+        elif kind is list:
+            if depth >= MAX_DEPTH:
+                break
+            stack.extend((element, depth + 1) for element in current)
+        elif kind is float:
+            if not math.isfinite(current):
+                break
+        elif current is not None and kind is not int and kind is not bool:
+            break
+    else:
+        return
+    _explain_json(value, where, 0)
+
+
+_JSON_TYPES = (str, dict, list, float, int, bool)
+
+
+def _explain_json(value: JSONValue, where: str, depth: int) -> None:
+    """The slow walk that names the offending path (it raises)."""
     if depth > MAX_DEPTH:
         raise InvalidMemoryItemError(f"{where} is nested deeper than {MAX_DEPTH} levels")
     if value is None or isinstance(value, (bool, int)):
@@ -129,13 +171,13 @@ def check_json(value: JSONValue, where: str, depth: int = 0) -> None:
         return
     if isinstance(value, list):
         for i, element in enumerate(value):
-            check_json(element, f"{where}[{i}]", depth + 1)
+            _explain_json(element, f"{where}[{i}]", depth + 1)
         return
     if isinstance(value, dict):
         for key, element in value.items():
             if not isinstance(key, str):
                 raise InvalidMemoryItemError(f"{where} has a non-string key {key!r}")
-            check_json(element, f"{where}[{key!r}]", depth + 1)
+            _explain_json(element, f"{where}[{key!r}]", depth + 1)
         return
     hint = " (use a list)" if isinstance(value, tuple) else ""
     raise InvalidMemoryItemError(f"{where} is a {type(value).__name__}, which is not a JSON value{hint}")
