@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from memsys import DeadlineExceededError, StoreUnavailableError, TransientError
@@ -24,12 +22,9 @@ def proxied(chroma_server, toxiproxy, tmp_path):
 def test_a_stalled_server_hits_the_deadline_and_is_a_transient_error(proxied) -> None:
     store, proxy = proxied
     with proxy.toxic("timeout", timeout=0):  # hold every byte: the server never answers
-        started = time.monotonic()
-        with pytest.raises(DeadlineExceededError) as failure:
+        with pytest.raises(DeadlineExceededError) as failure:  # the deadline fired (else: a hang, cut by the timeout)
             store.retrieve("item-00001")
-        elapsed = time.monotonic() - started
     assert failure.value.transient and failure.value.store == "chroma"
-    assert elapsed < 10, f"the call took {elapsed:.1f}s despite a 1.5s deadline"
     assert store.retrieve("item-00001") == sample_item(1), "the store did not recover after the fault"
 
 
@@ -48,18 +43,15 @@ def test_a_downed_proxy_is_unavailable_and_writes_fail_without_applying(proxied)
 def test_latency_below_the_deadline_is_only_slower(proxied) -> None:
     store, proxy = proxied
     with proxy.toxic("latency", latency=200, jitter=20):
-        started = time.monotonic()
         assert store.retrieve("item-00001") == sample_item(1)
-        assert time.monotonic() - started >= 0.2
+        store.store(sample_item(3))
+    assert store.retrieve("item-00003") == sample_item(3)
 
 
 def test_opening_against_a_stalled_server_fails_promptly(chroma_server, toxiproxy, tmp_path) -> None:
     proxy = toxiproxy.client.create_proxy("chroma-stalled-open", upstream=f"127.0.0.1:{chroma_server.port}")
     try:
-        with proxy.toxic("timeout", timeout=0):
-            started = time.monotonic()
-            with pytest.raises(DeadlineExceededError):
-                ChromaDBVectorStore(path=tmp_path / "x", host=proxy.host, port=proxy.port, dimension=16, timeout=1.0)
-            assert time.monotonic() - started < 10
+        with proxy.toxic("timeout", timeout=0), pytest.raises(DeadlineExceededError):
+            ChromaDBVectorStore(path=tmp_path / "x", host=proxy.host, port=proxy.port, dimension=16, timeout=1.0)
     finally:
         toxiproxy.client.delete_proxy(proxy.name)
