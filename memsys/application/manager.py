@@ -24,7 +24,17 @@ from memsys.adapters.foreign_store import as_participant
 from memsys.application.oplog import OperationLog
 from memsys.application.transactions import Coordinator, RecoveryReport, TransactionContext
 from memsys.application.txlog import CoordinatorLog, MemoryLog
-from memsys.domain.errors import InvalidInputError, TransactionStateError
+from memsys.domain.errors import (
+    CommitIncompleteError,
+    InvalidInputError,
+    MemoryRetrievalError,
+    MemoryStorageError,
+    MemsysError,
+    TransactionStateError,
+)
+from memsys.resilience.cache import ReadThroughCache
+from memsys.resilience.circuit_breaker import CircuitBreaker
+from memsys.resilience.degraded import ReconciliationQueue
 from memsys.domain.model import MemoryItem, check_id
 from memsys.domain.operations import Delete, Put
 
@@ -35,7 +45,12 @@ class MemoryManager:
     def __init__(self, adapters: Mapping[str, Any] | None = None, *,
                  transaction_log: str | os.PathLike[str] | None = None,
                  operation_log: str | os.PathLike[str] | None = None,
-                 store_priorities: Sequence[str] | None = None, compact_records: int = 20_000) -> None:
+                 store_priorities: Sequence[str] | None = None, compact_records: int = 20_000,
+                 primary_store: str | None = None, secondary_stores: Sequence[str] = (),
+                 fallback_store: str | None = None,
+                 reconciliation_queue: str | os.PathLike[str] | None = None,
+                 cache_capacity: int = 4096, cache_ttl: float | None = None,
+                 failure_threshold: int = 3, reset_timeout: float = 30.0) -> None:
         self.adapters: dict[str, BaseMemoryStore] = {}
         for name, adapter in (adapters or {}).items():
             if not isinstance(name, str) or not name:
@@ -45,9 +60,20 @@ class MemoryManager:
                 raise TransactionStateError(f"store {name!r} already belongs to another MemoryManager", store=name)
             self.adapters[name] = participant
         self.store_priorities = list(store_priorities or self.adapters)
-        unknown = [s for s in self.store_priorities if s not in self.adapters]
+        self.primary_store = primary_store or (self.store_priorities[0] if self.store_priorities else None)
+        self.secondary_stores = list(secondary_stores)
+        self.fallback_store = fallback_store
+        named = [*self.store_priorities, *self.secondary_stores,
+                 *(s for s in (self.primary_store, fallback_store) if s is not None)]
+        unknown = sorted({s for s in named if s not in self.adapters})
         if unknown:
-            raise InvalidInputError(f"store_priorities names unknown stores {unknown}")
+            raise InvalidInputError(f"unknown stores {unknown}; this manager has {sorted(self.adapters)}")
+        #: One circuit breaker per store (the guide's CircuitBreaker), used by the fallback paths.
+        self.breakers = {name: CircuitBreaker(failure_threshold, reset_timeout, name=name) for name in self.adapters}
+        self.cache = ReadThroughCache(cache_capacity, cache_ttl)
+        if reconciliation_queue is None and fallback_store is not None:
+            log.warning("degraded mode without reconciliation_queue: queued writes live only in memory")
+        self.reconciliation = ReconciliationQueue(reconciliation_queue)
         if transaction_log is None:
             log.warning("MemoryManager without transaction_log: transactions are atomic while the process "
                         "lives, but a crash mid-commit cannot be recovered")
@@ -58,6 +84,7 @@ class MemoryManager:
         for name, adapter in self.adapters.items():
             adapter.name = name
             adapter._coordinator = self.coordinator
+        self.coordinator.listeners.append(self._invalidate)
         #: What recovery did when this manager opened.
         self.last_recovery: RecoveryReport = self.coordinator.recover()
 
@@ -98,6 +125,130 @@ class MemoryManager:
                 return item
         return None
 
+    # --- the guide's fallback mechanisms
+
+    def get_with_fallback(self, item_id: str, stores: Sequence[str] | None = None) -> MemoryItem:
+        """The item from the first store, by priority, that answers with it.
+
+        A failing store (or one whose circuit is open) is passed over; if no store has the
+        item, MemoryRetrievalError says which stores failed and how (``errors``).
+        """
+        check_id(item_id)
+        errors: dict[str, BaseException] = {}
+        for name in stores or self.store_priorities:
+            adapter = self._adapter(name)
+            try:
+                item = self.breakers[name].execute(adapter.retrieve, item_id)
+            except MemsysError as exc:
+                if isinstance(exc, InvalidInputError):
+                    raise
+                errors[name] = exc
+                continue
+            if item is not None:
+                return item
+        detail = "; ".join(f"{n}: {e}" for n, e in errors.items()) or "no store holds it"
+        raise MemoryRetrievalError(f"failed to retrieve item {item_id!r} from any store: {detail}", errors)
+
+    def get_with_cache(self, item_id: str) -> MemoryItem | None:
+        """Read-through: the cache, else the primary store, else the fallback stores; None if nowhere."""
+        check_id(item_id)
+        cached = self.cache.get(item_id)
+        if cached is not None:
+            return cached
+        order = [self.primary_store] + [s for s in self.store_priorities if s != self.primary_store]
+        for name in order:
+            if name is None:
+                continue
+            try:
+                item = self.breakers[name].execute(self.adapters[name].retrieve, item_id)
+            except MemsysError as exc:
+                if isinstance(exc, InvalidInputError):
+                    raise
+                log.warning("get_with_cache: store %s failed: %s", name, exc)
+                continue
+            if item is not None:
+                self.cache.set(item_id, item)
+                return item
+        return None
+
+    def _invalidate(self, by_store: dict[str, list[Any]]) -> None:
+        for ops in by_store.values():
+            for op in ops:
+                if isinstance(op, (Put, Delete)):
+                    self.cache.invalidate(op.item_id)
+
+    def store_with_degraded_mode(self, item: MemoryItem) -> str:
+        """Store in the primary and then the secondaries; if the primary fails, in the fallback.
+
+        A write that misses a store goes to the durable reconciliation queue; ``reconcile()``
+        applies it when the store is back, never over a newer version. Only when the primary
+        and the fallback both fail does the write fail (MemoryStorageError).
+        """
+        if not isinstance(item, MemoryItem):
+            raise InvalidInputError(f"store_with_degraded_mode takes a MemoryItem, got {type(item).__name__}")
+        if self.primary_store is None:
+            raise InvalidInputError("store_with_degraded_mode needs a primary store")
+        errors: dict[str, BaseException] = {}
+        stored = self._try_store(self.primary_store, item, errors)
+        if stored is not None:
+            for name in self.secondary_stores:
+                if self._try_store(name, item, errors) is None:
+                    self.reconciliation.add(name, stored)
+            return item.id
+        if self.fallback_store is None or self._try_store(self.fallback_store, item, errors) is None:
+            raise MemoryStorageError(f"all stores failed to store {item.id!r}: "
+                                     + "; ".join(f"{n}: {e}" for n, e in errors.items()), errors)
+        written = self.adapters[self.fallback_store].retrieve(item.id) or item
+        for name in [self.primary_store, *self.secondary_stores]:
+            self.reconciliation.add(name, written)
+        log.warning("degraded mode: %s stored in %s; %s queued for reconciliation", item.id,
+                    self.fallback_store, self.primary_store)
+        return item.id
+
+    def _try_store(self, name: str, item: MemoryItem, errors: dict[str, BaseException]) -> MemoryItem | None:
+        try:
+            self.breakers[name].execute(self.adapters[name].store, item)
+        except CommitIncompleteError:
+            return item  # committed: the log holds it and recovery completes the store
+        except MemsysError as exc:
+            if isinstance(exc, InvalidInputError):
+                raise
+            errors[name] = exc
+            log.error("store %s failed to store %s: %s", name, item.id, exc)
+            return None
+        return self.adapters[name].retrieve(item.id)
+
+    @property
+    def degraded_mode(self) -> bool:
+        """True while writes wait in the reconciliation queue."""
+        return len(self.reconciliation) > 0
+
+    def reconcile(self) -> dict[str, int]:
+        """Apply queued writes whose store is back; skip any the store already has newer."""
+        applied = skipped = failed = 0
+        finished = []
+        for entry in self.reconciliation.latest():
+            adapter = self.adapters[entry.store]
+            try:
+                current = self.breakers[entry.store].execute(adapter.retrieve, entry.item.id)
+                if current is not None and current.version >= entry.item.version:
+                    skipped += 1  # the store has this write or a newer one: never go back in time
+                else:
+                    self.breakers[entry.store].execute(self.write_versions, entry.store, [entry.item])
+                    applied += 1
+                finished.append(entry)
+            except MemsysError as exc:
+                failed += 1
+                log.info("reconciliation of %s on %s deferred: %s", entry.item.id, entry.store, exc)
+        if finished:
+            self.reconciliation.done(finished)
+        return {"applied": applied, "skipped_newer": skipped, "failed": failed, "pending": len(self.reconciliation)}
+
+    def write_versions(self, store: str, items: Sequence[MemoryItem]) -> None:
+        """Write items to ``store`` keeping their versions (a replay of writes committed elsewhere)."""
+        adapter = self._adapter(store)
+        self.coordinator.write_outside_transaction(adapter, [Put(item) for item in items], stamp=False)
+
     def _adapter(self, store: str) -> BaseMemoryStore:
         try:
             return self.adapters[store]
@@ -129,4 +280,4 @@ class MemoryManager:
         return f"MemoryManager(stores={sorted(self.adapters)})"
 
 
-__all__ = ["MemoryManager", "Put", "Delete"]
+__all__ = ["MemoryManager"]

@@ -106,6 +106,8 @@ class Coordinator:
         self.commit_delay = commit_delay
         self.metrics = Metrics()
         self.tracer = get_tracer()
+        #: Called with each group's operations by store, before and after the stores apply them.
+        self.listeners: list[Callable[[dict[str, list[Operation]]], None]] = []
         #: Testing hook: called with each name in STEPS as the protocol passes it.
         self.crash_hook: Callable[[str], None] | None = None
         self._cv = threading.Condition(threading.Lock())
@@ -165,8 +167,12 @@ class Coordinator:
     # ------------------------------------------------------------------ commit
 
     def commit(self, transaction_id: str, start_lsn: int, ops_by_store: Mapping[str, Sequence[Operation]],
-               *, check_conflicts: bool = True) -> int:
-        """Prepare, decide, apply. Returns the LSN (0 for an empty transaction)."""
+               *, check_conflicts: bool = True, stamp: bool = True) -> int:
+        """Prepare, decide, apply. Returns the LSN (0 for an empty transaction).
+
+        ``stamp=False`` keeps the items' own versions: for replaying writes committed earlier
+        elsewhere (reconciliation, synchronisation), whose versions say when they happened.
+        """
         stores = sorted(name for name, ops in ops_by_store.items() if ops)
         if not stores:
             return 0
@@ -186,7 +192,7 @@ class Coordinator:
                             f"transaction {transaction_id} rolled back: store {name!r} failed to prepare: {exc}",
                             transaction_id=transaction_id, store=name) from exc
             self._hook("after_prepare")
-            entry = self._decide(transaction_id, start_lsn, prepared, check_conflicts)
+            entry = self._decide(transaction_id, start_lsn, prepared, check_conflicts, stamp)
             span.set_attribute("memsys.lsn", entry.lsn)
             self._run_until_done(entry)
             if entry.error is not None:
@@ -197,7 +203,7 @@ class Coordinator:
             return entry.lsn
 
     def _decide(self, transaction_id: str, start_lsn: int, prepared: dict[str, list[Operation]],
-                check_conflicts: bool) -> _Pending:
+                check_conflicts: bool, stamp: bool = True) -> _Pending:
         with self._cv:
             for name, ops in prepared.items():
                 if check_conflicts:
@@ -209,7 +215,7 @@ class Coordinator:
                                 "another transaction after this one began; re-run it",
                                 transaction_id=transaction_id, store=name, item_id=op.item_id)
             lsn = self._next_lsn()
-            stamped = {name: [_stamp(op, lsn) for op in ops] for name, ops in prepared.items()}
+            stamped = {name: [_stamp(op, lsn) for op in ops] if stamp else list(ops) for name, ops in prepared.items()}
             for name, ops in stamped.items():
                 for op in ops:
                     self._last_write[(name, op_key(op))] = lsn
@@ -268,6 +274,7 @@ class Coordinator:
                 for e in batch:
                     for name, ops in e.ops.items():
                         by_store[name].extend(ops)
+                self._notify(by_store)
                 # Handed to the workers before the log is released, so every store sees groups in log order.
                 futures = {self._worker(name).submit(by_store[name]): name for name in sorted(by_store)}
             except Exception as exc:
@@ -291,6 +298,7 @@ class Coordinator:
                 if n == 0:
                     self._hook("after_first_apply")
             self._hook("after_apply")
+            self._notify(by_store)  # again: a reader may have cached an old value during the apply
             self._finish_applied(batch, failed)
             self._hook("after_end")
         except BaseException as exc:  # a simulated crash: every waiter learns it, as a process would
@@ -302,6 +310,13 @@ class Coordinator:
             wait(futures)  # no apply outlives its group
             self._complete(batch, seq, started)
         self._maybe_compact()
+
+    def _notify(self, by_store: dict[str, list[Operation]]) -> None:
+        for listener in self.listeners:
+            try:
+                listener(by_store)
+            except Exception:
+                log.warning("a commit listener failed", exc_info=True)
 
     def _finish_applied(self, batch: list[_Pending], failed: dict[str, str]) -> None:
         ended = [e.lsn for e in batch if not set(e.ops) & set(failed)]
@@ -402,7 +417,7 @@ class Coordinator:
 
     # ------------------------------------------------------------------ writes outside a transaction
 
-    def write_outside_transaction(self, store: BaseMemoryStore, ops: list[Operation]) -> None:
+    def write_outside_transaction(self, store: BaseMemoryStore, ops: list[Operation], *, stamp: bool = True) -> None:
         """A write on a managed store with no transaction open: a transaction of its own."""
         current = self.current()
         if current is not None:
@@ -414,7 +429,7 @@ class Coordinator:
         start = self.begin(transaction_id)
         try:
             # A blind write conflicts with nothing; it still marks its ids for open transactions.
-            self.commit(transaction_id, start, {store.name: ops}, check_conflicts=False)
+            self.commit(transaction_id, start, {store.name: ops}, check_conflicts=False, stamp=stamp)
         finally:
             self.finish(transaction_id)
 

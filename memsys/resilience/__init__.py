@@ -1,0 +1,1 @@
+"""Resilience: circuit breakers, retries, read-through caching, degraded-mode writes."""
