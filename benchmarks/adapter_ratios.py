@@ -107,6 +107,45 @@ class Bench:
             self._n += 1
             yield make_items(count, seed=self._n, prefix=f"new{self._n}")
 
+    def triple(self, backend: str, ours: Any, *, write_raw: Callable[[MemoryItem], Any],
+               read_raw: Callable[[str], Any], batch_raw: Callable[[list[MemoryItem]], Any], ids: list[str],
+               singles: int | None = None, notes: dict[str, str] | None = None) -> list[Ratio]:
+        """store, retrieve and batch_store of ``ours`` against the raw calls given."""
+        singles = singles or self.singles
+        notes = notes or {}
+        fresh_ours, fresh_raw = self.new_items(singles), self.new_items(singles)
+        batch_ours, batch_raw_items = self.new_items(self.batch), self.new_items(self.batch)
+
+        def store_ours() -> int:
+            for item in next(fresh_ours):
+                ours.store(item)
+            return singles
+
+        def store_raw() -> int:
+            for item in next(fresh_raw):
+                write_raw(item)
+            return singles
+
+        def get_ours() -> int:
+            for item_id in ids:
+                ours.retrieve(item_id)
+            return len(ids)
+
+        def get_raw() -> int:
+            for item_id in ids:
+                read_raw(item_id)
+            return len(ids)
+
+        def many_raw() -> int:
+            items = next(batch_raw_items)
+            batch_raw(items)
+            return len(items)
+
+        return [self.pair(backend, "store", store_ours, store_raw, notes.get("store", "")),
+                self.pair(backend, "retrieve", get_ours, get_raw, notes.get("retrieve", "")),
+                self.pair(backend, "batch_store", lambda: len(ours.store_many(next(batch_ours))), many_raw,
+                          notes.get("batch_store", ""))]
+
     def pair(self, backend: str, operation: str, ours: Callable[[], int], raw: Callable[[], int],
              note: str = "") -> Ratio:
         r_ours, r_raw = 0.0, 0.0
@@ -146,45 +185,22 @@ def bench_lmdb(b: Bench) -> list[Ratio]:
     with env.begin(write=True, db=db) as txn:
         for item in b.items:
             txn.put(item.id.encode(), _row(item))
-    ids = [i.id for i in b.items]
-    fresh_ours, fresh_raw = b.new_items(b.singles), b.new_items(b.singles)
 
-    def store_ours() -> int:
-        for item in next(fresh_ours):
-            ours.store(item)
-        return b.singles
-
-    def store_raw() -> int:
-        for item in next(fresh_raw):
-            with env.begin(write=True, db=db) as txn:
-                txn.put(item.id.encode(), _row(item))
-        return b.singles
-
-    def get_ours() -> int:
-        for i in ids:
-            ours.retrieve(i)
-        return len(ids)
-
-    def get_raw() -> int:
-        for i in ids:
-            with env.begin(db=db) as txn:
-                json.loads(txn.get(i.encode()))
-        return len(ids)
-
-    batch_ours, batch_raw = b.new_items(b.batch), b.new_items(b.batch)
-
-    def many_ours() -> int:
-        ours.store_many(next(batch_ours))
-        return b.batch
-
-    def many_raw() -> int:
+    def write_raw(item: MemoryItem) -> None:
         with env.begin(write=True, db=db) as txn:
-            for item in next(batch_raw):
-                txn.put(item.id.encode(), _row(item))
-        return b.batch
+            txn.put(item.id.encode(), _row(item))
 
-    return [b.pair("lmdb", "store", store_ours, store_raw), b.pair("lmdb", "retrieve", get_ours, get_raw),
-            b.pair("lmdb", "batch_store", many_ours, many_raw)]
+    def read_raw(item_id: str) -> None:
+        with env.begin(db=db) as txn:
+            json.loads(txn.get(item_id.encode()))
+
+    def batch_raw(items: list[MemoryItem]) -> None:
+        with env.begin(write=True, db=db) as txn:
+            for item in items:
+                txn.put(item.id.encode(), _row(item))
+
+    return b.triple("lmdb", ours, write_raw=write_raw, read_raw=read_raw, batch_raw=batch_raw,
+                    ids=[i.id for i in b.items])
 
 
 def bench_duckdb(b: Bench) -> list[Ratio]:
@@ -212,34 +228,13 @@ def bench_duckdb(b: Bench) -> list[Ratio]:
 
     ours.store_many(b.items)
     raw_batch(b.items)
-    ids = [i.id for i in b.items][: max(200, len(b.items) // 5)]
-    fresh_ours, fresh_raw = b.new_items(b.singles), b.new_items(b.singles)
 
-    def store_ours() -> int:
-        for item in next(fresh_ours):
-            ours.store(item)
-        return b.singles
+    def read_raw(item_id: str) -> None:
+        row = con.execute("SELECT * FROM t WHERE id = ?", [item_id]).fetchone()
+        json.loads(row[1]), json.loads(row[3])
 
-    def store_raw() -> int:
-        for item in next(fresh_raw):
-            con.execute(insert, raw_row(item))
-        return b.singles
-
-    def get_ours() -> int:
-        for i in ids:
-            ours.retrieve(i)
-        return len(ids)
-
-    def get_raw() -> int:
-        for i in ids:
-            row = con.execute("SELECT * FROM t WHERE id = ?", [i]).fetchone()
-            json.loads(row[1]), json.loads(row[3])
-        return len(ids)
-
-    batch_ours, batch_raw = b.new_items(b.batch), b.new_items(b.batch)
-    return [b.pair("duckdb", "store", store_ours, store_raw), b.pair("duckdb", "retrieve", get_ours, get_raw),
-            b.pair("duckdb", "batch_store", lambda: len(ours.store_many(next(batch_ours))),
-                   lambda: (raw_batch(next(batch_raw)), b.batch)[1])]
+    return b.triple("duckdb", ours, write_raw=lambda item: con.execute(insert, raw_row(item)), read_raw=read_raw,
+                    batch_raw=raw_batch, ids=[i.id for i in b.items][: max(200, len(b.items) // 5)])
 
 
 def bench_kuzu(b: Bench) -> list[Ratio]:
@@ -267,35 +262,14 @@ def bench_kuzu(b: Bench) -> list[Ratio]:
 
     ours.store_many(b.items)
     raw_batch(b.items)
-    ids = [i.id for i in b.items][: max(200, len(b.items) // 5)]
-    fresh_ours, fresh_raw = b.new_items(b.singles), b.new_items(b.singles)
 
-    def store_ours() -> int:
-        for item in next(fresh_ours):
-            ours.store(item)
-        return b.singles
+    def read_raw(item_id: str) -> None:
+        row = con.execute("MATCH (n:Item) WHERE n.id = $id RETURN n.*", {"id": item_id}).get_next()
+        json.loads(row[1]), json.loads(row[3])
 
-    def store_raw() -> int:
-        for item in next(fresh_raw):
-            con.execute(create, params(item))
-        return b.singles
-
-    def get_ours() -> int:
-        for i in ids:
-            ours.retrieve(i)
-        return len(ids)
-
-    def get_raw() -> int:
-        for i in ids:
-            result = con.execute("MATCH (n:Item) WHERE n.id = $id RETURN n.*", {"id": i})
-            row = result.get_next()
-            json.loads(row[1]), json.loads(row[3])
-        return len(ids)
-
-    batch_ours, batch_raw = b.new_items(b.batch), b.new_items(b.batch)
-    return [b.pair("kuzu", "store", store_ours, store_raw), b.pair("kuzu", "retrieve", get_ours, get_raw),
-            b.pair("kuzu", "batch_store", lambda: len(ours.store_many(next(batch_ours))),
-                   lambda: (raw_batch(next(batch_raw)), b.batch)[1])]
+    return b.triple("kuzu", ours, write_raw=lambda item: con.execute(create, params(item)), read_raw=read_raw,
+                    batch_raw=raw_batch, ids=[i.id for i in b.items][: max(200, len(b.items) // 5)],
+                    notes={"store": "raw: one CREATE per query; ours is prepared", "retrieve": "prepared MATCH"})
 
 
 def bench_tinydb(b: Bench) -> list[Ratio]:
@@ -310,36 +284,14 @@ def bench_tinydb(b: Bench) -> list[Ratio]:
     raw = raw_db.table("items")
     ours.store_many(items)
     raw.insert_multiple([tinydb.table.Document(i.to_dict(), doc_id=n + 1) for n, i in enumerate(items)])
-    singles = max(10, b.singles // 10)
-    fresh_ours, fresh_raw = b.new_items(singles), b.new_items(singles)
-    ids = [i.id for i in items][:200]
-
-    def store_ours() -> int:
-        for item in next(fresh_ours):
-            ours.store(item)
-        return singles
-
-    def store_raw() -> int:
-        for item in next(fresh_raw):
-            raw.insert(item.to_dict())
-        return singles
-
-    def get_ours() -> int:
-        for i in ids:
-            ours.retrieve(i)
-        return len(ids)
-
-    def get_raw() -> int:
-        for n in range(1, len(ids) + 1):
-            MemoryItem.from_dict(raw.get(doc_id=n))
-        return len(ids)
-
-    batch_ours, batch_raw = b.new_items(b.batch), b.new_items(b.batch)
-    note = "raw TinyDB re-reads and parses the whole file on every get; the adapter keeps it in memory"
-    return [b.pair("tinydb", "store", store_ours, store_raw, "both rewrite the file; ours atomically"),
-            b.pair("tinydb", "retrieve", get_ours, get_raw, note),
-            b.pair("tinydb", "batch_store", lambda: len(ours.store_many(next(batch_ours))),
-                   lambda: len(raw.insert_multiple([i.to_dict() for i in next(batch_raw)])))]
+    doc_ids = {item.id: n + 1 for n, item in enumerate(items)}
+    return b.triple("tinydb", ours, write_raw=lambda item: raw.insert(item.to_dict()),
+                    read_raw=lambda item_id: MemoryItem.from_dict(raw.get(doc_id=doc_ids[item_id])),
+                    batch_raw=lambda batch: raw.insert_multiple([i.to_dict() for i in batch]),
+                    ids=[i.id for i in items][:200], singles=max(10, b.singles // 10),
+                    notes={"store": "both rewrite the file; ours atomically",
+                           "retrieve": "raw TinyDB re-reads and parses the whole file on every get; "
+                                       "the adapter keeps it in memory"})
 
 
 def bench_networkx(b: Bench) -> list[Ratio]:
@@ -351,32 +303,19 @@ def bench_networkx(b: Bench) -> list[Ratio]:
     graph = nx.MultiDiGraph()
     ours.store_many(b.items)
     graph.add_nodes_from((i.id, {"item": i}) for i in b.items)
-    ids = [i.id for i in b.items]
-    fresh_ours, fresh_raw = b.new_items(b.singles), b.new_items(b.singles)
-    batch_ours, batch_raw = b.new_items(b.batch), b.new_items(b.batch)
     with _appender(b.fresh("nx-raw.log")) as append:
-        def store_raw() -> int:
-            for item in next(fresh_raw):
-                graph.add_node(item.id, item=item)
-                append(_row(item))
-            return b.singles
+        def write_raw(item: MemoryItem) -> None:
+            graph.add_node(item.id, item=item)
+            append(_row(item))
 
-        def store_ours() -> int:
-            for item in next(fresh_ours):
-                ours.store(item)
-            return b.singles
-
-        def many_raw() -> int:
-            items = next(batch_raw)
+        def batch_raw(items: list[MemoryItem]) -> None:
             graph.add_nodes_from((i.id, {"item": i}) for i in items)
             append(b"\n".join(_row(i) for i in items))
-            return b.batch
 
-        note = "raw is a dict lookup with no validation, lock or closed check"
-        return [b.pair("networkx", "store", store_ours, store_raw, "raw: add_node + fsynced append"),
-                b.pair("networkx", "retrieve", lambda: (sum(1 for i in ids if ours.retrieve(i))),
-                       lambda: sum(1 for i in ids if graph.nodes[i]["item"]), note),
-                b.pair("networkx", "batch_store", lambda: len(ours.store_many(next(batch_ours))), many_raw)]
+        return b.triple("networkx", ours, write_raw=write_raw, read_raw=lambda item_id: graph.nodes[item_id]["item"],
+                        batch_raw=batch_raw, ids=[i.id for i in b.items],
+                        notes={"store": "raw: add_node + fsynced append",
+                               "retrieve": "raw is a dict lookup with no validation, lock or closed check"})
 
 
 def _vectors_for(items: list[MemoryItem], dim: int, seed: int) -> list[MemoryVector]:

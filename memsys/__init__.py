@@ -10,8 +10,9 @@ library when it is constructed.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from memsys._lazy import lazy_exports
+
+from typing import TYPE_CHECKING
 
 from memsys.domain.errors import (
     CircuitBreakerOpenError,
@@ -64,13 +65,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from memsys.resilience.retry import retry_with_backoff
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'memsys' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 
 __all__ = [

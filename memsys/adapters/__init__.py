@@ -7,8 +7,9 @@ library raises MissingBackend naming the extra to install.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from memsys._lazy import lazy_exports
+
+from typing import TYPE_CHECKING
 
 _EXPORTS = {
     "TinyDBMemoryAdapter": "memsys.adapters.tinydb_store",
@@ -52,13 +53,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from memsys.adapters.tinydb_store import TinyDBMemoryAdapter
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'memsys.adapters' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 
 def adapter_class(backend: str) -> type:

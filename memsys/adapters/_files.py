@@ -22,7 +22,7 @@ import os
 import struct
 import tempfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from memsys.domain.errors import CorruptStoreError
@@ -61,6 +61,28 @@ def atomic_write(path: str, data: bytes, *, sync: bool = True) -> None:
         raise
     if sync:
         fsync_dir(folder)
+
+
+def frame(payload: bytes) -> bytes:
+    """A record as logs store it: length, crc32, payload."""
+    return _FRAME.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+def read_frames(path: str, data: bytes, offset: int) -> Iterator[tuple[bytes, int]]:
+    """(payload, end offset) of each intact record from ``offset``. A torn last record (a crash
+    mid-append, never acknowledged) ends the iteration; damage before the end is corruption."""
+    while offset + _FRAME.size <= len(data):
+        length, crc = _FRAME.unpack_from(data, offset)
+        start, end = offset + _FRAME.size, offset + _FRAME.size + length
+        if end > len(data):
+            return  # torn payload at the tail
+        payload = data[start:end]
+        if zlib.crc32(payload) != crc:
+            if end == len(data):
+                return  # the last record was torn in place
+            raise CorruptStoreError(f"{path}: record at byte {offset} fails its checksum", path=path)
+        yield payload, end
+        offset = end
 
 
 def pack_snapshot(header: dict[str, Any], body: bytes) -> bytes:
@@ -135,19 +157,7 @@ class Journal:
             raise CorruptStoreError(f"{self.log_path} is not a memsys journal (bad magic)", path=self.log_path)
         records = []
         offset = len(_JOURNAL_MAGIC)
-        while offset < len(data):
-            if offset + _FRAME.size > len(data):
-                break  # torn frame header at the tail
-            length, crc = _FRAME.unpack_from(data, offset)
-            start, end = offset + _FRAME.size, offset + _FRAME.size + length
-            if end > len(data):
-                break  # torn payload at the tail
-            payload = data[start:end]
-            if zlib.crc32(payload) != crc:
-                if end == len(data):
-                    break  # the last record was torn in place
-                raise CorruptStoreError(f"{self.log_path}: record at byte {offset} fails its checksum",
-                                        path=self.log_path)
+        for payload, end in read_frames(self.log_path, data, offset):
             try:
                 record = json.loads(payload)
                 records.append((int(record["seq"]), record["batch"]))
@@ -173,7 +183,7 @@ class Journal:
         payload = json.dumps({"seq": self.seq + 1, "batch": batch}, ensure_ascii=False).encode()
         f = self._writer()
         try:
-            f.write(_FRAME.pack(len(payload), zlib.crc32(payload)) + payload)
+            f.write(frame(payload))
             f.flush()
             if durable and self.sync:
                 os.fsync(f.fileno())

@@ -19,7 +19,6 @@ from memsys.domain.errors import InvalidInputError, InvalidMemoryItemError, Vect
 from memsys.domain.model import MemoryItem, MemoryVector, ScoredItem, check_id, trusted_vector
 from memsys.domain.operations import Operation, Put
 from memsys.domain.query import MemoryQuery, content_text
-from memsys.domain.writeset import ABSENT
 from memsys.ports import Capability, Embedder
 
 METRICS = ("cosine", "ip")

@@ -128,7 +128,6 @@ class FAISSVectorStore(VectorStoreBase):
         self._next_label = meta["next_label"]
 
     def _dump(self) -> tuple[dict[str, Any], bytes]:
-        np = self._np
         if self._tombstones:
             self._rebuild()
         ids = list(self._items)
@@ -241,7 +240,6 @@ class FAISSVectorStore(VectorStoreBase):
             self._tombstones.add(label)
 
     def _similar(self, query: Any, top_k: int, where: MemoryQuery | None, embeddings: bool) -> list[tuple[Any, ...]]:
-        np = self._np
         if where is not None:  # exact scores over the matching items: a filter can exclude most of the index
             ids = [i.id for i in self._items.values() if where.matches(i)]
             if not ids:

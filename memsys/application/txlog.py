@@ -24,17 +24,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import struct
 import threading
-import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
-from memsys.adapters._files import atomic_write, fsync_dir
+from memsys.adapters._files import atomic_write, frame, fsync_dir, read_frames
 from memsys.domain.errors import CorruptStoreError
 
 MAGIC = b"MEMSYS-TXLOG-1\n"
-_FRAME = struct.Struct("<II")
 
 
 @dataclasses.dataclass
@@ -61,8 +58,7 @@ class LogScan:
 
 
 def _frame(record: dict[str, Any]) -> bytes:
-    payload = json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode()
-    return _FRAME.pack(len(payload), zlib.crc32(payload)) + payload
+    return frame(json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode())
 
 
 class CoordinatorLog:
@@ -93,7 +89,11 @@ class CoordinatorLog:
                 return result
             raise CorruptStoreError(f"{self.path} is not a memsys coordinator log (bad magic)", path=self.path)
         offset = len(MAGIC)
-        for record, end in self._records(data, offset):
+        for payload, end in read_frames(self.path, data, offset):
+            try:
+                record = json.loads(payload)
+            except ValueError as exc:
+                raise CorruptStoreError(f"{self.path}: record at byte {offset} is unreadable", path=self.path) from exc
             result.records += 1
             kind = record.get("t")
             if kind == "checkpoint":
@@ -114,23 +114,6 @@ class CoordinatorLog:
         self._size = offset
         self.records_since_checkpoint = result.records
         return result
-
-    def _records(self, data: bytes, offset: int) -> Iterator[tuple[dict[str, Any], int]]:
-        while offset + _FRAME.size <= len(data):
-            length, crc = _FRAME.unpack_from(data, offset)
-            start, end = offset + _FRAME.size, offset + _FRAME.size + length
-            if end > len(data):
-                return  # torn payload at the tail
-            payload = data[start:end]
-            if zlib.crc32(payload) != crc:
-                if end == len(data):
-                    return  # the last record was torn in place
-                raise CorruptStoreError(f"{self.path}: record at byte {offset} fails its checksum", path=self.path)
-            try:
-                yield json.loads(payload), end
-            except ValueError as exc:
-                raise CorruptStoreError(f"{self.path}: record at byte {offset} is unreadable", path=self.path) from exc
-            offset = end
 
     # --- writing
 

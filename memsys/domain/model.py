@@ -12,7 +12,7 @@ import dataclasses
 import math
 import re
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
 from enum import Enum
 from typing import Any, NamedTuple, TypedDict

@@ -13,8 +13,7 @@ they are loaded when first used, so the chaos runner works without it.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from memsys._lazy import lazy_exports
 
 _EXPORTS = {
     "MemoryStoreContract": "memsys.testing.contract",
@@ -30,10 +29,4 @@ _EXPORTS = {
 __all__ = list(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'memsys.testing' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _EXPORTS)

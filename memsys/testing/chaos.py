@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from memsys.domain.errors import CommitIncompleteError, MemsysError, StoreError, StoreUnavailableError
+from memsys.domain.errors import CommitIncompleteError, MemsysError, StoreError
 from memsys.domain.model import MemoryItem, MemoryType
 from memsys.testing.faults import FaultInjector
 from memsys.testing.history import TransactionRecord, check_transactions

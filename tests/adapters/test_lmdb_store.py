@@ -2,8 +2,6 @@ from __future__ import annotations
 
 import threading
 
-import pytest
-
 from memsys.adapters.lmdb_store import LMDBMemoryAdapter
 from memsys.testing import MemoryStoreContract, sample_item
 
