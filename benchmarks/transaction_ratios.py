@@ -27,6 +27,7 @@ from typing import Any
 
 from benchmarks.adapter_ratios import make_items
 from memsys.domain.model import MemoryItem, to_epoch_us
+from memsys.testing.crash import abandon
 
 
 @dataclasses.dataclass
@@ -181,11 +182,7 @@ def recovery_time(folder: str, records: int) -> tuple[float, int]:
         with manager.with_transaction(["lmdb", "duckdb", "kuzu"]):
             for store in ("lmdb", "duckdb", "kuzu"):
                 manager.adapters[store].store(fresh())
-    # the crash: no checkpoint, no flush; stores closed as a dying process leaves them
-    manager.coordinator.log.close()
-    for adapter in manager.adapters.values():
-        adapter._coordinator = None
-        adapter.close()
+    abandon(manager)  # the crash: no checkpoint, no flush
     started = time.perf_counter()
     reopened = _manager(folder)
     seconds = time.perf_counter() - started

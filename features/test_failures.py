@@ -20,7 +20,7 @@ from memsys.adapters.duckdb_store import DuckDBMemoryAdapter
 from memsys.adapters.lmdb_store import LMDBMemoryAdapter
 from memsys.adapters.tinydb_store import TinyDBMemoryAdapter
 from memsys.testing.faults import FaultInjector
-from memsys.testing.stateful import SimulatedCrash
+from memsys.testing.crash import SimulatedCrash, abandon, crash_at
 
 scenarios("failures.feature")
 
@@ -145,18 +145,10 @@ def holds_value(world, item_id, value, store):
 @when(parsers.parse('the process dies {step} while storing "{item_id}" in every store'))
 def dies(world, step, item_id):
     manager = world["manager"]
-
-    def hook(name: str) -> None:
-        if name == step:
-            raise SimulatedCrash(step)
-
-    manager.coordinator.crash_hook = hook
+    crash_at(manager, step)
     with pytest.raises(SimulatedCrash):
         manager.store(note(item_id))
-    manager.coordinator.log.close()  # what a dead process leaves: no checkpoint, no flush
-    for adapter in manager.adapters.values():
-        adapter._coordinator = None
-        adapter.close()
+    abandon(manager)
 
 
 @when("the manager is opened again on the same stores and log")

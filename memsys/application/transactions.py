@@ -52,6 +52,7 @@ from memsys.domain.model import from_epoch_us, trusted_item
 from memsys.domain.operations import Operation, Put, decode_op, encode_op, op_key
 from memsys.observability.metrics import Metrics
 from memsys.observability.tracing import get_tracer
+from memsys.resilience.retry import retry_with_backoff
 
 if TYPE_CHECKING:
     from memsys.adapters._base import BaseMemoryStore
@@ -381,17 +382,15 @@ class Coordinator:
     def _apply_with_retry(self, name: str, ops: list[Operation]) -> None:
         if name in self._quarantined:  # an earlier group failed here: later ones must wait for recovery
             raise StoreUnavailableError(f"store {name!r} is quarantined: {self._quarantined[name]}", store=name)
-        durable = not self.log.durable
+        # Applies are idempotent, so transient failures are retried (10 ms, then 40 ms, ...).
+        apply = retry_with_backoff(self.apply_attempts, initial_backoff=0.01, backoff_multiplier=4,
+                                   jitter=0.0)(self.stores[name].apply_prepared)
         with self.tracer.start_as_current_span("memsys.transaction.apply", attributes={"memsys.store": name}):
-            for attempt in range(self.apply_attempts):
-                try:
-                    self.stores[name].apply_prepared(ops, durable=durable)
-                    return
-                except MemsysError as exc:
-                    if attempt + 1 == self.apply_attempts or not exc.transient:
-                        self._quarantine(name, f"{type(exc).__name__}: {exc}")
-                        raise
-                    time.sleep(0.01 * 4 ** attempt)
+            try:
+                apply(ops, durable=not self.log.durable)
+            except MemsysError as exc:
+                self._quarantine(name, f"{type(exc).__name__}: {exc}")
+                raise
 
     def _quarantine(self, name: str, reason: str) -> None:
         self.metrics.incr("quarantined")

@@ -33,6 +33,7 @@ from typing import Any
 
 from memsys.domain.errors import CommitIncompleteError, MemsysError, StoreError
 from memsys.domain.model import MemoryItem, MemoryType
+from memsys.testing.crash import present_ids
 from memsys.testing.faults import FaultInjector
 from memsys.testing.history import TransactionRecord, check_transactions
 
@@ -95,8 +96,7 @@ def run_transactions(manager: Any, stores: list[str], count: int, prefix: str, r
 
 
 def judge(experiment: Experiment, manager: Any, records: dict[str, TransactionRecord]) -> None:
-    present = {name: {i.id for i in adapter.iter_items()} for name, adapter in manager.adapters.items()}
-    check = check_transactions(records, present)
+    check = check_transactions(records, present_ids(manager))
     experiment.attempted = check.attempted
     experiment.acknowledged = check.acknowledged
     experiment.lost, experiment.partial = len(check.lost), len(check.partial)

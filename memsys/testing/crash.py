@@ -40,6 +40,27 @@ from memsys.testing.history import (
 BACKENDS = ("lmdb", "duckdb", "kuzu", "tinydb")
 
 
+class SimulatedCrash(BaseException):
+    """Stops the commit protocol where a SIGKILL would; a BaseException, so nothing in memsys catches it."""
+
+
+def crash_at(manager: Any, step: str) -> None:
+    """Make ``manager``'s next commit stop at ``step`` (one of STEPS) with SimulatedCrash."""
+    def hook(name: str) -> None:
+        if name == step:
+            raise SimulatedCrash(step)
+
+    manager.coordinator.crash_hook = hook
+
+
+def abandon(manager: Any) -> None:
+    """Drop a manager as a dead process would: no checkpoint, no flush; the files stay as they are."""
+    manager.coordinator.log.close()
+    for adapter in manager.adapters.values():
+        adapter._coordinator = None
+        adapter.close()
+
+
 def open_manager(workdir: str) -> Any:
     from memsys.adapters.duckdb_store import DuckDBMemoryAdapter
     from memsys.adapters.kuzu_store import KuzuMemoryAdapter

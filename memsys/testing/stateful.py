@@ -24,6 +24,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from memsys.adapters.memory_store import InMemoryStore
 from memsys.domain.model import MemoryItem, MemoryType
 from memsys.ports import Capability
+from memsys.testing.crash import SimulatedCrash, abandon, crash_at
 from memsys.testing.samples import EPOCH
 
 IDS = st.sampled_from([f"id-{n}" for n in range(6)] + ["with space", "quote'd", "ünï-🧠"])
@@ -119,10 +120,6 @@ def store_machine(create_store: Callable[[str], Any]) -> type[RuleBasedStateMach
     return StoreMachine
 
 
-class SimulatedCrash(BaseException):
-    """Stops the commit protocol where a SIGKILL would; nothing in memsys catches it."""
-
-
 def transaction_machine(open_stores: Callable[[str], dict[str, Any]]) -> type[RuleBasedStateMachine]:
     """A machine that checks MemoryManager transactions over ``open_stores(folder)``."""
     from memsys.application.manager import MemoryManager
@@ -209,27 +206,17 @@ def transaction_machine(open_stores: Callable[[str], dict[str, Any]]) -> type[Ru
         @precondition(lambda self: self.tx is not None and any(self.pending.values()))
         @rule(step=st.sampled_from(STEPS))
         def crash_during_commit(self, step: str) -> None:
-            def hook(name: str) -> None:
-                if name == step:
-                    raise SimulatedCrash(step)
-
-            self.manager.coordinator.crash_hook = hook
+            crash_at(self.manager, step)
             try:
                 self.tx.commit()
             except SimulatedCrash:
                 pass
-            self._abandon()
+            abandon(self.manager)
             if STEPS.index(step) >= STEPS.index("after_log_sync"):
                 self._apply_pending()  # decided: recovery must finish it
             self.tx, self.pending = None, {}
             self.manager = self._open()
             assert self.manager.last_recovery.ok
-
-        def _abandon(self) -> None:
-            self.manager.coordinator.log.close()
-            for adapter in self.manager.adapters.values():
-                adapter._coordinator = None
-                adapter.close()
 
         @invariant()
         def stores_hold_what_was_committed(self) -> None:

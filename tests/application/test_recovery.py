@@ -8,27 +8,8 @@ from memsys import MemoryManager
 from memsys.application.transactions import STEPS
 from memsys.application.txlog import CoordinatorLog
 from memsys.testing import dump, sample_item
+from memsys.testing.crash import SimulatedCrash, abandon, crash_at
 from tests.application.conftest import open_stores
-
-
-class SimulatedCrash(BaseException):
-    """Stops the protocol where a SIGKILL would (a BaseException, so nothing catches it)."""
-
-
-def crash_at(manager: MemoryManager, step: str) -> None:
-    def hook(name: str) -> None:
-        if name == step:
-            raise SimulatedCrash(step)
-
-    manager.coordinator.crash_hook = hook
-
-
-def abandon(manager: MemoryManager) -> None:
-    """Drop the manager as a dead process would: no checkpoint, no flush."""
-    manager.coordinator.log.close()
-    for adapter in manager.adapters.values():
-        adapter._coordinator = None
-        adapter.close()
 
 
 @pytest.mark.parametrize("step", STEPS)
