@@ -12,3 +12,20 @@ settings.register_profile("dev", derandomize=True, database=None, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("ci", parent=settings.get_profile("dev"), print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 8 MiB file system (tmpfs, needs root) that fills up: ``small_disk`` is its folder.
+    Where it cannot be mounted the test skips, and CI turns that skip into a failure."""
+    from memsys.testing.disk import DiskFaultUnavailable, small_filesystem
+    from memsys.testing.plugin import skip_server_unavailable
+
+    try:
+        with small_filesystem(tmp_path / "small-disk") as folder:
+            yield folder
+    except DiskFaultUnavailable as exc:
+        skip_server_unavailable(f"cannot mount a small file system: {exc}")

@@ -20,6 +20,7 @@ from memsys.domain.errors import (
     ConflictError,
     CorruptStoreError,
     DeadlineExceededError,
+    DiskFullError,
     InvalidInputError,
     InvalidMemoryItemError,
     InvalidQueryError,
@@ -29,8 +30,10 @@ from memsys.domain.errors import (
     MissingBackend,
     NotFoundError,
     PermanentError,
+    ReadOnlyStoreError,
     StoreClosedError,
     StoreError,
+    StoreLockedError,
     StoreUnavailableError,
     TransactionAbortedError,
     TransactionError,
@@ -70,11 +73,11 @@ __getattr__ = lazy_exports(__name__, _LAZY)
 
 __all__ = [
     "Capability", "CircuitBreaker", "CircuitBreakerOpenError", "CommitIncompleteError", "ConflictError",
-    "CorruptStoreError", "DeadlineExceededError", "InvalidInputError", "InvalidMemoryItemError",
+    "CorruptStoreError", "DeadlineExceededError", "DiskFullError", "InvalidInputError", "InvalidMemoryItemError",
     "InvalidQueryError", "MemoryItem", "MemoryManager", "MemoryQuery", "MemoryRetrievalError",
     "MemoryStorageError", "MemoryType", "MemoryVector", "MemsysError", "MissingBackend", "NotFoundError",
-    "PermanentError", "QueryRouter", "Relationship", "SerializedMemoryItem", "StoreClosedError", "StoreError",
-    "StoreUnavailableError", "SyncManager", "TransactionAbortedError", "TransactionContext",
+    "PermanentError", "QueryRouter", "ReadOnlyStoreError", "Relationship", "SerializedMemoryItem", "StoreClosedError", "StoreError",
+    "StoreLockedError", "StoreUnavailableError", "SyncManager", "TransactionAbortedError", "TransactionContext",
     "TransactionError", "TransactionStateError", "TransientError", "UnknownMemoryTypeError",
     "UnsupportedCapabilityError", "VectorDimensionError", "__version__", "retry_with_backoff",
 ]

@@ -17,6 +17,7 @@ An adapter implements a handful of primitives on its engine (``_get``,
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -34,6 +35,7 @@ from memsys.domain.errors import (
     UnsupportedCapabilityError,
 )
 from memsys.domain.model import MemoryItem, check_id, check_json
+from memsys.durable import PathLock
 from memsys.domain.operations import Delete, Operation, Put, Relate, Unrelate
 from memsys.domain.query import MemoryQuery
 from memsys.domain.writeset import ABSENT, WriteSet
@@ -63,8 +65,14 @@ class BaseMemoryStore:
     #: Glob patterns (under ``path``) of runtime files the engine re-creates at open, such as
     #: lock files; the kit lets them change when it checks that corrupt data is never overwritten.
     scratch_files: ClassVar[tuple[str, ...]] = ()
+    #: True when two openers of one path would lose writes (the engine keeps state in this
+    #: process, or has no lock of its own): ``_opening()`` then takes an OS lock on the path,
+    #: and a second opener gets StoreLockedError naming the holder. False where the engine is
+    #: safely shared between processes (LMDB).
+    exclusive_path: ClassVar[bool] = True
     #: The transaction coordinator of the MemoryManager that owns this store, if any.
     _coordinator: Any = None
+    _path_lock: PathLock | None = None
 
     def __init__(self, path: str | os.PathLike[str] | None, *, name: str | None = None) -> None:
         self.path = None if path is None else os.fspath(path)
@@ -74,6 +82,26 @@ class BaseMemoryStore:
         self._local = threading.local()
         self._transactions: dict[str, _LocalTransaction] = {}
         self._pending_compensations: list[list[Operation]] = []
+
+    # ------------------------------------------------------------------ opening
+
+    @contextlib.contextmanager
+    def _opening(self) -> Iterator[None]:
+        """Wrap an adapter's open: lock the path first (where ``exclusive_path``), and release
+        the lock again if the open fails, so a refused open leaves nothing held."""
+        if self.path is not None and self.exclusive_path and self._path_lock is None:
+            self._path_lock = PathLock.acquire(self.path, owner=f"{type(self).__name__} {self.name!r}",
+                                               store=self.name)
+        try:
+            yield
+        except BaseException:
+            self._release_path_lock()
+            raise
+
+    def _release_path_lock(self) -> None:
+        lock, self._path_lock = self._path_lock, None
+        if lock is not None:
+            lock.release()
 
     # ------------------------------------------------------------------ primitives
 
@@ -188,6 +216,8 @@ class BaseMemoryStore:
                 self._close()
             except Exception as exc:
                 raise self._translate(exc, "close") from exc
+            finally:
+                self._release_path_lock()
 
     @property
     def closed(self) -> bool:

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar
 
 from memsys.adapters._base import import_backend
-from memsys.adapters._files import Journal
+from memsys.durable import Journal
 from memsys.adapters._vector import VectorStoreBase
 from memsys.domain.errors import CorruptStoreError, InvalidInputError, MemsysError, StoreError
 from memsys.domain.model import MemoryItem, decode_item

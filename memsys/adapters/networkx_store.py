@@ -1,7 +1,7 @@
 """NetworkX: items as nodes of a MultiDiGraph, relationships as edges keyed by type.
 
 The graph lives in memory; on disk it is a snapshot plus a journal of
-operation batches (memsys.adapters._files.Journal). A write appends and fsyncs
+operation batches (memsys.durable.Journal). A write appends and fsyncs
 one journal record, so its cost does not grow with the graph; the snapshot is
 rewritten atomically when the journal outgrows it. Reopening loads the
 snapshot and replays the journal.
@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar
 
 from memsys.adapters._base import import_backend
-from memsys.adapters._files import Journal
+from memsys.durable import Journal
 from memsys.adapters._graph import GraphStoreBase
 from memsys.domain.errors import CorruptStoreError, MemsysError, StoreError
 from memsys.domain.model import MemoryItem, Relationship, decode_item

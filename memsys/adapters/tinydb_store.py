@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from typing import Any, ClassVar
 
 from memsys.adapters._base import BaseMemoryStore, import_backend
-from memsys.adapters._files import atomic_write
+from memsys.durable import atomic_write
 from memsys.domain.errors import CorruptStoreError, InvalidMemoryItemError, MemsysError, StoreError
 from memsys.domain.model import MemoryItem, decode_item
 from memsys.domain.operations import Delete, Operation, Put

@@ -28,7 +28,7 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
-from memsys.adapters._files import atomic_write, frame, fsync_dir, read_frames
+from memsys.durable import atomic_write, frame, fsync_dir, read_frames
 from memsys.domain.errors import CorruptStoreError
 
 MAGIC = b"MEMSYS-TXLOG-1\n"

@@ -10,7 +10,9 @@ that failed on every store it was tried on.
     MemsysError
     ├── TransientError                  retry may help
     │   ├── StoreUnavailableError       a store did not answer, timed out or is busy
-    │   │   └── DeadlineExceededError   a call ran past its deadline
+    │   │   ├── DeadlineExceededError   a call ran past its deadline
+    │   │   ├── DiskFullError           no space left (ENOSPC, EDQUOT, EFBIG); nothing was written
+    │   │   └── StoreLockedError        another process or object holds the store's path
     │   └── CircuitBreakerOpenError     the store's breaker rejects calls for now
     ├── PermanentError                  retrying the same call fails the same way
     │   ├── InvalidInputError           (also a ValueError)
@@ -22,6 +24,7 @@ that failed on every store it was tried on.
     │   ├── UnsupportedCapabilityError
     │   ├── MissingBackend              (also an ImportError) names the extra to install
     │   ├── CorruptStoreError           a file on disk cannot be read; never overwritten
+    │   ├── ReadOnlyStoreError          the store's file system refuses writes (EROFS, EACCES)
     │   ├── StoreClosedError
     │   └── StoreError                  any other backend failure, driver error chained
     ├── TransactionError
@@ -67,6 +70,28 @@ class StoreUnavailableError(TransientError):
 
 class DeadlineExceededError(StoreUnavailableError):
     """A call to a store ran past its deadline."""
+
+
+class DiskFullError(StoreUnavailableError):
+    """The file system holding a store or log is full; the write was not made (nothing of it
+    will ever be applied). Retry after space is freed."""
+
+    def __init__(self, message: str, *, store: str | None = None, path: str | None = None) -> None:
+        super().__init__(message, store=store)
+        self.path = path
+
+
+class StoreLockedError(StoreUnavailableError):
+    """Another process, or another object in this process, has the store's path open.
+
+    ``holder`` describes it (pid and what opened it) where the lock file says.
+    """
+
+    def __init__(self, message: str, *, store: str | None = None, path: str | None = None,
+                 holder: str | None = None) -> None:
+        super().__init__(message, store=store)
+        self.path = path
+        self.holder = holder
 
 
 class CircuitBreakerOpenError(TransientError):
@@ -138,6 +163,15 @@ class CorruptStoreError(PermanentError):
 
     def __init__(self, message: str, *, path: str | None = None) -> None:
         super().__init__(message)
+        self.path = path
+
+
+class ReadOnlyStoreError(PermanentError):
+    """The file system under a store refuses writes (read-only mount, no permission)."""
+
+    def __init__(self, message: str, *, store: str | None = None, path: str | None = None) -> None:
+        super().__init__(message)
+        self.store = store
         self.path = path
 
 
@@ -218,9 +252,9 @@ class MemoryRetrievalError(_AggregateError):
 
 __all__ = [
     "CircuitBreakerOpenError", "CommitIncompleteError", "ConflictError", "CorruptStoreError",
-    "DeadlineExceededError", "InvalidInputError", "InvalidMemoryItemError", "InvalidQueryError",
+    "DeadlineExceededError", "DiskFullError", "InvalidInputError", "InvalidMemoryItemError", "InvalidQueryError",
     "MemoryRetrievalError", "MemoryStorageError", "MemsysError", "MissingBackend", "NotFoundError",
-    "PermanentError", "StoreClosedError", "StoreError", "StoreUnavailableError",
+    "PermanentError", "ReadOnlyStoreError", "StoreClosedError", "StoreLockedError", "StoreError", "StoreUnavailableError",
     "TransactionAbortedError", "TransactionError", "TransactionStateError", "TransientError",
     "UnknownMemoryTypeError", "UnsupportedCapabilityError", "VectorDimensionError",
 ]

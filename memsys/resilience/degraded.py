@@ -15,7 +15,7 @@ import os
 import threading
 from typing import Any
 
-from memsys.adapters._files import atomic_write
+from memsys.durable import atomic_write
 from memsys.domain.errors import CorruptStoreError
 from memsys.domain.model import MemoryItem, decode_item
 

@@ -1,4 +1,10 @@
-"""Crash-safe files for the stores that persist to plain files.
+"""Durable files, shared by the adapters, the coordinator and the resilience queues.
+
+``PathLock`` keeps a second opener (another process, or another object in this
+process) off a store's path or a log: an OS file lock (flock) that dies with
+its process, so a crash never leaves a stale lock. ``os_error`` turns an
+OSError from the file system into the memsys error that says what happened
+(disk full, read-only, ...), so every layer reports a full disk the same way.
 
 ``atomic_write`` replaces a file so that a crash leaves either the old or the
 new content, never a mix: write a temporary file in the same folder, fsync it,
@@ -16,6 +22,8 @@ files are left as they are.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import logging
 import os
@@ -25,13 +33,116 @@ import zlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from memsys.domain.errors import CorruptStoreError
+from memsys.domain.errors import (
+    CorruptStoreError,
+    DiskFullError,
+    MemsysError,
+    ReadOnlyStoreError,
+    StoreError,
+    StoreLockedError,
+)
 
-log = logging.getLogger("memsys.adapters")
+log = logging.getLogger("memsys.durable")
 
 _JOURNAL_MAGIC = b"MEMSYS-JOURNAL-1\n"
 _SNAPSHOT_MAGIC = b"MEMSYS-SNAPSHOT-1\n"
 _FRAME = struct.Struct("<II")  # payload length, crc32 of payload
+
+
+_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_READ_ONLY = {errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def os_error(exc: OSError, what: str, *, path: str | None = None, store: str | None = None) -> MemsysError:
+    """The memsys error for an OSError met while doing ``what`` (chain it: ``raise ... from exc``)."""
+    path = path or getattr(exc, "filename", None)
+    where = f" ({path})" if path else ""
+    if exc.errno in _FULL:
+        return DiskFullError(f"{what} failed: the disk is full{where}: {exc.strerror or exc}; nothing was "
+                             "written; free space and retry", store=store, path=path)
+    if exc.errno in _READ_ONLY:
+        return ReadOnlyStoreError(f"{what} failed: the file system refuses writes{where}: {exc.strerror or exc}",
+                                  store=store, path=path)
+    return StoreError(f"{what} failed{where}: {type(exc).__name__}: {exc}", store=store)
+
+
+class PathLock:
+    """An exclusive OS lock on ``path`` (a file or folder), held in ``path + ".memsys-lock"``.
+
+    flock locks belong to an open file description, so a second object in the same process is
+    refused as surely as a second process; the kernel drops the lock when its holder dies.
+    The lock file records the holder (pid, what it opened) for the error the next opener sees.
+    """
+
+    SUFFIX = ".memsys-lock"
+
+    def __init__(self, path: str, fd: int) -> None:
+        self.path = path
+        self._fd: int | None = fd
+
+    @classmethod
+    def acquire(cls, path: str | os.PathLike[str], *, owner: str, store: str | None = None) -> PathLock:
+        path = os.path.abspath(os.fspath(path))
+        lock_path = path + cls.SUFFIX
+        try:
+            os.makedirs(os.path.dirname(lock_path), exist_ok=True)
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise os_error(exc, f"locking {path}", path=lock_path, store=store) from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            try:
+                holder = os.pread(fd, 512, 0).decode("utf-8", "replace").strip() or "unknown"
+            finally:
+                os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise StoreLockedError(f"{path} is already open ({holder}); close it there first, or open "
+                                       "another path", store=store, path=path, holder=holder) from exc
+            raise os_error(exc, f"locking {path}", path=lock_path, store=store) from exc
+        try:
+            note = f"pid {os.getpid()}, {owner}".encode()
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, note, 0)
+        except OSError:
+            pass  # the note is for the error message only; a full disk must not stop the open
+        return cls(path, fd)
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)  # closing the last descriptor drops the flock
+
+    def __enter__(self) -> PathLock:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+
+def remove_stale_temps(folder: str, name: str) -> int:
+    """Delete temporary files ``atomic_write`` left for ``name`` when a process died mid-write.
+
+    Only safe while the caller holds the path's lock: no live writer can own them then.
+    """
+    removed = 0
+    prefix = f".{name}."
+    try:
+        entries = os.listdir(folder)
+    except OSError:
+        return 0
+    for entry in entries:
+        if entry.startswith(prefix) and entry.endswith(".tmp"):
+            try:
+                os.unlink(os.path.join(folder, entry))
+                removed += 1
+            except OSError:
+                pass
+    return removed
 
 
 def fsync_dir(path: str) -> None:
