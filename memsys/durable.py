@@ -8,16 +8,19 @@ OSError from the file system into the memsys error that says what happened
 
 ``atomic_write`` replaces a file so that a crash leaves either the old or the
 new content, never a mix: write a temporary file in the same folder, fsync it,
-rename it over the target, fsync the folder.
+rename it over the target, fsync the folder. A failure leaves no temporary file.
+
+``frame``/``read_frames`` are the one record framing of memsys' logs, and
+``FramedLog`` the one writer of such a log: an append is all or nothing, a full
+disk leaves the file as it was, and only a torn tail (a crash mid-append, never
+acknowledged) is ever dropped; damage before the tail is a CorruptStoreError
+naming the file and offset, and the file is left as it is.
 
 ``Journal`` is a snapshot plus an append-only log of operation batches, for
 stores that hold their state in memory (NetworkX, FAISS). A write appends one
 checksummed record and fsyncs it, so its cost does not grow with the store;
 when the log outgrows the snapshot, the snapshot is rewritten atomically and
 the log restarts. On open the snapshot is loaded and newer records replayed.
-A torn last record (a crash mid-append, never acknowledged) is ignored and cut
-off at the next append; damage anywhere else is a CorruptStoreError, and the
-files are left as they are.
 """
 
 from __future__ import annotations
@@ -44,9 +47,7 @@ from memsys.domain.errors import (
 
 log = logging.getLogger("memsys.durable")
 
-_JOURNAL_MAGIC = b"MEMSYS-JOURNAL-1\n"
 _SNAPSHOT_MAGIC = b"MEMSYS-SNAPSHOT-1\n"
-_FRAME = struct.Struct("<II")  # payload length, crc32 of payload
 
 
 _FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
@@ -153,47 +154,297 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str, data: bytes, *, sync: bool = True) -> None:
+def _write_all(fd: int, data: bytes, offset: int) -> None:
+    """pwrite all of ``data`` at ``offset``: a full disk may first accept part of it, then refuse."""
+    view = memoryview(data)
+    done = 0
+    while done < len(view):
+        n = os.pwrite(fd, view[done:], offset + done)
+        if n <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        done += n
+
+
+def atomic_write(path: str | os.PathLike[str], data: bytes, *, sync: bool = True, store: str | None = None) -> None:
+    """Replace ``path`` by ``data``: a crash or a full disk leaves the old content, and no temporary
+    file. An OSError is raised as the memsys error that says what happened (``os_error``)."""
+    path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    tmp: str | None = None
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            if sync:
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
         try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    if sync:
-        fsync_dir(folder)
+            _write_all(fd, data, 0)
+            if sync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        tmp = None
+        if sync:
+            fsync_dir(folder)
+    except OSError as exc:
+        raise os_error(exc, f"writing {path}", path=path, store=store) from exc
+    finally:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
 
 
-def frame(payload: bytes) -> bytes:
-    """A record as logs store it: length, crc32, payload."""
-    return _FRAME.pack(len(payload), zlib.crc32(payload)) + payload
+# --- record framing ------------------------------------------------------------------------------
+#
+# Version 1 (files written before version 2): length, crc32(payload), payload. A flipped bit in
+# the length cannot be told from a torn last record, so its reader looks further (see below).
+# Version 2: length, crc32(payload), crc32(the 8 bytes before it), payload. The header checks
+# itself, so a damaged length is corruption, never a torn tail.
+#
+# What a reader may drop as a torn tail (a crash mid-append, never acknowledged), and only at
+# the end of the file: a partial header; an intact header whose payload runs past the end of
+# the file; and bytes of zeros (a file extended before its data reached the disk, or padded).
+# Anything else that fails a checksum is CorruptStoreError naming the file and byte offset.
+
+FRAME_VERSION = 2
+_FRAME_V1 = struct.Struct("<II")  # payload length, crc32 of payload
+_FRAME_V2 = struct.Struct("<III")  # payload length, crc32 of payload, crc32 of the first 8 bytes
+_FRAMES = {1: _FRAME_V1, 2: _FRAME_V2}
 
 
-def read_frames(path: str, data: bytes, offset: int) -> Iterator[tuple[bytes, int]]:
-    """(payload, end offset) of each intact record from ``offset``. A torn last record (a crash
-    mid-append, never acknowledged) ends the iteration; damage before the end is corruption."""
-    while offset + _FRAME.size <= len(data):
-        length, crc = _FRAME.unpack_from(data, offset)
-        start, end = offset + _FRAME.size, offset + _FRAME.size + length
+def frame(payload: bytes, *, version: int = 1) -> bytes:
+    """A record as logs store it. New files use ``version=FRAME_VERSION`` behind a magic that names
+    it (``log_magic``); the default stays 1 for callers whose files do not say their version yet."""
+    if version == 2:
+        head = struct.pack("<II", len(payload), zlib.crc32(payload))
+        return head + struct.pack("<I", zlib.crc32(head)) + payload
+    if version == 1:
+        return _FRAME_V1.pack(len(payload), zlib.crc32(payload)) + payload
+    raise ValueError(f"unknown frame version {version}")
+
+
+def read_frames(path: str, data: bytes, offset: int, *, version: int = 1) -> Iterator[tuple[bytes, int]]:
+    """(payload, end offset) of each intact record from ``offset``; a torn tail ends the iteration,
+    damage before it raises CorruptStoreError (file and byte offset)."""
+    if version not in _FRAMES:
+        raise CorruptStoreError(f"{path}: unknown record format version {version}", path=path)
+    size = _FRAMES[version].size
+    # Where the zeros at the end of the file begin: bytes past it were never written.
+    written = len(data.rstrip(b"\0")) if data.endswith(b"\0") else len(data)
+    while offset < len(data):
+        if offset >= written:
+            return  # nothing but zeros left: a torn (padded) tail
+        if offset + size > len(data):
+            return  # a partial header is the last thing in the file
+        if version == 2:
+            length, crc, head_crc = _FRAME_V2.unpack_from(data, offset)
+            if zlib.crc32(data[offset:offset + 8]) != head_crc:
+                if written < offset + size:
+                    return  # a header cut short, the rest zeros
+                raise CorruptStoreError(f"{path}: the header of the record at byte {offset} fails its checksum "
+                                        f"({len(data) - offset} bytes from there on are unreadable)", path=path)
+        else:
+            length, crc = _FRAME_V1.unpack_from(data, offset)
+        start, end = offset + size, offset + size + length
         if end > len(data):
-            return  # torn payload at the tail
+            if version == 1 and _v1_record_follows(data, start):
+                raise CorruptStoreError(f"{path}: the record at byte {offset} claims {length} bytes, past the end "
+                                        "of the file, but intact records follow it: its length is damaged",
+                                        path=path)
+            return  # the last record, torn: its payload runs past the end of the file
         payload = data[start:end]
         if zlib.crc32(payload) != crc:
-            if end == len(data):
-                return  # the last record was torn in place
+            # A record torn in place: the size covers it but its end never reached the disk (zeros).
+            # Version 1 cannot tell that from a flipped bit in its last record and keeps its old rule.
+            torn = written < end if version == 2 else end >= written
+            if torn:
+                return
             raise CorruptStoreError(f"{path}: record at byte {offset} fails its checksum", path=path)
         yield payload, end
         offset = end
+
+
+def _v1_record_follows(data: bytes, start: int) -> bool:
+    """Whether an intact version-1 record starts anywhere after ``start``: then the record before
+    it was not torn, its length was damaged. Every memsys payload is a JSON object, so the
+    candidates are the "{" bytes; inside JSON text the 4 bytes before one never make a length
+    that fits in the file, so only real headers are checksummed."""
+    pos = data.find(b"{", start + _FRAME_V1.size)
+    while pos != -1:
+        length, crc = _FRAME_V1.unpack_from(data, pos - _FRAME_V1.size)
+        if pos + length <= len(data) and zlib.crc32(data[pos:pos + length]) == crc and length:
+            return True
+        pos = data.find(b"{", pos + 1)
+    return False
+
+
+def log_magic(kind: str, version: int = FRAME_VERSION) -> bytes:
+    """The first line of a framed file: what it is and which record format follows."""
+    return f"MEMSYS-{kind}-{version}\n".encode()
+
+
+def read_magic(path: str, data: bytes, kind: str) -> tuple[int | None, int]:
+    """(record format version, offset of the first record) of a framed file's content; (None, 0)
+    for a file torn while its magic was written (it holds nothing). Anything else is corruption."""
+    magics = {v: log_magic(kind, v) for v in _FRAMES}
+    for version, magic in magics.items():
+        if data.startswith(magic):
+            return version, len(magic)
+    if any(magic.startswith(data) for magic in magics.values()):
+        return None, 0
+    # Writers before version 2 recorded the magic before it reached the disk; after a full disk they
+    # padded the file with zeros up to it and appended acknowledged records behind the zeros.
+    legacy = magics[1]
+    head = data[:len(legacy)]
+    if len(data) > len(legacy) and legacy.startswith(head.rstrip(b"\0")):
+        if next(read_frames(path, data, len(legacy), version=1), None) is not None:
+            log.warning("%s: its magic was lost to a full disk (zeros); reading the records behind it", path)
+            return 1, len(legacy)
+    raise CorruptStoreError(f"{path} is not a memsys {kind.lower()} file (bad magic)", path=path)
+
+
+class FramedLog:
+    """An append-only file of framed records behind a magic line.
+
+    An append is all or nothing: the records are written at the end of the last intact record
+    with one pwrite (never through a buffer, so nothing is counted before it is in the file),
+    fsynced when asked, and only then counted. After any failed write or fsync the file is cut
+    back to that end (again before the next append, if cutting failed), so a full disk leaves
+    the file as it was and the next append after space returns lands on an intact file; the
+    magic is written together with the first record, never counted ahead of it. A file in an
+    older format is rewritten in the current one (atomically) before the first append.
+    """
+
+    def __init__(self, path: str, kind: str, *, store: str | None = None) -> None:
+        self.path = path
+        self.kind = kind
+        self.store = store
+        self.version = FRAME_VERSION
+        self._fd: int | None = None
+        self._end = 0  # end of the last intact record; 0 while the file holds no magic
+        self._cut = True  # the file may hold bytes past _end (a torn tail, a failed write)
+        self._read = False
+        self._unsynced = False  # appended without fsync since the last one
+
+    @property
+    def size(self) -> int:
+        return self._end
+
+    def read(self) -> list[tuple[int, bytes]]:
+        """(byte offset, payload) of every intact record; a torn tail is left for the next append to
+        cut. Damage before the tail raises CorruptStoreError and the file is left as it is."""
+        self.close()
+        # Until a read succeeds, appends refuse (they read again): never write over a damaged file.
+        self._read, self._end, self._cut, self.version = False, 0, True, FRAME_VERSION
+        try:
+            with open(self.path, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            data = b""
+        except OSError as exc:
+            raise os_error(exc, f"reading {self.path}", path=self.path, store=self.store) from exc
+        version, offset = read_magic(self.path, data, self.kind)
+        records = []
+        if version is not None:
+            for payload, end in read_frames(self.path, data, offset, version=version):
+                records.append((offset, payload))
+                offset = end
+            if offset < len(data):
+                log.warning("%s: ignoring a torn last record (%d bytes at byte %d)", self.path,
+                            len(data) - offset, offset)
+            self.version, self._end = version, offset
+        self._read = True
+        return records
+
+    def append(self, payloads: list[bytes], *, sync: bool) -> None:
+        """Append ``payloads`` as records, all or none; raise the memsys error for an OSError."""
+        if not self._read:
+            self.read()
+        if self.version != FRAME_VERSION:
+            self._upgrade()
+        data = b"".join(frame(p, version=FRAME_VERSION) for p in payloads)
+        fresh = self._end == 0
+        if fresh:
+            data = log_magic(self.kind) + data
+        try:
+            fd = self._writer()
+            _write_all(fd, data, self._end)
+            if sync:
+                os.fsync(fd)
+                if fresh:
+                    fsync_dir(os.path.dirname(os.path.abspath(self.path)))
+        except OSError as exc:
+            self._cut_back()
+            raise os_error(exc, f"appending to {self.path}", path=self.path, store=self.store) from exc
+        except BaseException:
+            self._cut_back()
+            raise
+        self._end += len(data)
+        self._unsynced = self._unsynced or not sync
+
+    def rewrite(self, payloads: list[bytes], *, sync: bool) -> None:
+        """Replace the whole file by ``payloads`` in the current format (atomic_write)."""
+        data = log_magic(self.kind) + b"".join(frame(p, version=FRAME_VERSION) for p in payloads)
+        atomic_write(self.path, data, sync=sync, store=self.store)
+        self.close()
+        self._read, self._end, self._cut, self.version = True, len(data), True, FRAME_VERSION
+        self._unsynced = not sync
+
+    def flush(self) -> None:
+        """fsync what was appended without ``sync`` (even if a later append failed and closed the file)."""
+        if not self._unsynced:
+            return
+        try:
+            os.fsync(self._writer())
+        except OSError as exc:
+            raise os_error(exc, f"syncing {self.path}", path=self.path, store=self.store) from exc
+        self._unsynced = False
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            self._cut = True
+            try:
+                os.close(fd)
+            except OSError:
+                log.warning("closing %s failed", self.path, exc_info=True)
+
+    def _writer(self) -> int:
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            self._cut = True
+        if self._cut:
+            size = os.fstat(self._fd).st_size
+            if size < self._end:  # never pad: zeros where records were would destroy the file
+                raise CorruptStoreError(f"{self.path} is {size} bytes, shorter than the {self._end} bytes of "
+                                        "records written to it: something else truncated it", path=self.path)
+            if size > self._end:
+                # Drop a torn tail, or what a failed append left, durably: a power loss must not bring
+                # back records of an append that raised.
+                os.ftruncate(self._fd, self._end)
+                os.fsync(self._fd)
+            self._cut = False
+        return self._fd
+
+    def _cut_back(self) -> None:
+        """After a failed append: cut the file back to its last intact record now if possible, else
+        before the next append; on a new descriptor (one whose fsync failed is not trusted)."""
+        self.close()
+        try:
+            self._writer()
+        except (OSError, MemsysError):
+            log.warning("%s: cutting back a failed append failed; the next append tries again", self.path,
+                        exc_info=True)
+
+    def _upgrade(self) -> None:
+        """Rewrite an older-format file's intact records in the current format, atomically."""
+        self.rewrite([payload for _, payload in self._reread()], sync=True)
+
+    def _reread(self) -> list[tuple[int, bytes]]:
+        end, records = self._end, self.read()
+        if self._end != end:
+            raise CorruptStoreError(f"{self.path} changed while it was open", path=self.path)
+        return records
 
 
 def pack_snapshot(header: dict[str, Any], body: bytes) -> bytes:
@@ -222,116 +473,92 @@ class Journal:
 
     The owner supplies ``dump_state() -> (header, body)`` to write a snapshot;
     ``open`` returns the snapshot (or None) and the batches logged after it.
+    A failed append or compaction raises the memsys error for it (DiskFullError
+    on a full disk) and leaves the files as they were.
     """
 
+    LOG_NAME = "journal.log"
+
     def __init__(self, folder: str, snapshot_name: str, *, sync: bool = True,
-                 compact_bytes: int = 4 << 20) -> None:
+                 compact_bytes: int = 4 << 20, store: str | None = None) -> None:
         self.folder = folder
+        self.snapshot_name = snapshot_name
         self.snapshot_path = os.path.join(folder, snapshot_name)
-        self.log_path = os.path.join(folder, "journal.log")
+        self.log_path = os.path.join(folder, self.LOG_NAME)
         self.sync = sync
         self.compact_bytes = compact_bytes
+        self.store = store
         self.seq = 0
-        self._file: Any = None
-        self._good_size = 0
+        self._log = FramedLog(self.log_path, "JOURNAL", store=store)
         self._snapshot_size = 0
 
     def open(self) -> tuple[tuple[dict[str, Any], bytes] | None, list[Any]]:
-        os.makedirs(self.folder, exist_ok=True)
+        """Load the snapshot and the batches after it. The owner holds the folder's PathLock, so
+        temporary files of a write that a killed process left behind can go."""
+        try:
+            os.makedirs(self.folder, exist_ok=True)
+        except OSError as exc:
+            raise os_error(exc, f"creating {self.folder}", path=self.folder, store=self.store) from exc
+        for name in (self.snapshot_name, self.LOG_NAME):
+            remove_stale_temps(self.folder, name)
         snapshot = None
         snapshot_seq = 0
         if os.path.exists(self.snapshot_path):
-            with open(self.snapshot_path, "rb") as f:
-                data = f.read()
+            try:
+                with open(self.snapshot_path, "rb") as f:
+                    data = f.read()
+            except OSError as exc:
+                raise os_error(exc, f"reading {self.snapshot_path}", path=self.snapshot_path,
+                               store=self.store) from exc
             snapshot = unpack_snapshot(self.snapshot_path, data)
             snapshot_seq = int(snapshot[0].get("seq", 0))
             self._snapshot_size = len(data)
         self.seq = snapshot_seq
         batches = []
-        if os.path.exists(self.log_path):
-            for seq, batch in self._read_log():
-                if seq > snapshot_seq:
-                    if seq != self.seq + 1:
-                        raise CorruptStoreError(f"{self.log_path}: record {seq} follows {self.seq}",
-                                                path=self.log_path)
-                    batches.append(batch)
-                    self.seq = seq
+        for seq, batch in self._read_log():
+            if seq > snapshot_seq:
+                if seq != self.seq + 1:
+                    raise CorruptStoreError(f"{self.log_path}: record {seq} follows {self.seq}", path=self.log_path)
+                batches.append(batch)
+                self.seq = seq
         return snapshot, batches
 
     def _read_log(self) -> list[tuple[int, Any]]:
-        with open(self.log_path, "rb") as f:
-            data = f.read()
-        if not data.startswith(_JOURNAL_MAGIC):
-            if _JOURNAL_MAGIC.startswith(data):  # torn while writing the header
-                self._good_size = 0
-                return []
-            raise CorruptStoreError(f"{self.log_path} is not a memsys journal (bad magic)", path=self.log_path)
         records = []
-        offset = len(_JOURNAL_MAGIC)
-        for payload, end in read_frames(self.log_path, data, offset):
+        for offset, payload in self._log.read():
             try:
                 record = json.loads(payload)
                 records.append((int(record["seq"]), record["batch"]))
             except (ValueError, KeyError, TypeError) as exc:
                 raise CorruptStoreError(f"{self.log_path}: record at byte {offset} is unreadable: {exc}",
                                         path=self.log_path) from exc
-            offset = end
-        self._good_size = offset
         return records
-
-    def _writer(self) -> Any:
-        if self._file is None:
-            fresh = not os.path.exists(self.log_path) or self._good_size == 0
-            self._file = open(self.log_path, "r+b" if not fresh else "wb")
-            if fresh:
-                self._file.write(_JOURNAL_MAGIC)
-                self._good_size = len(_JOURNAL_MAGIC)
-            self._file.truncate(self._good_size)  # drop a torn tail before appending
-            self._file.seek(self._good_size)
-        return self._file
 
     def append(self, batch: Any, *, durable: bool = True) -> None:
         payload = json.dumps({"seq": self.seq + 1, "batch": batch}, ensure_ascii=False).encode()
-        f = self._writer()
-        try:
-            f.write(frame(payload))
-            f.flush()
-            if durable and self.sync:
-                os.fsync(f.fileno())
-        except BaseException:
-            self._file = None  # reopen, and cut off whatever part of the record reached the file
-            f.close()
-            raise
-        self._good_size = f.tell()
+        self._log.append([payload], sync=durable and self.sync)
         self.seq += 1
 
     def maybe_compact(self, dump_state: Callable[[], tuple[dict[str, Any], bytes]]) -> None:
         """Compact when the log outgrows the snapshot. A failure here loses nothing (the
         log still holds every batch), so it is logged and tried again after the next append."""
-        if self._good_size > max(self.compact_bytes, self._snapshot_size):
+        if self._log.size > max(self.compact_bytes, self._snapshot_size):
             try:
                 self.compact(dump_state)
-            except OSError:
+            except (OSError, DiskFullError, ReadOnlyStoreError, StoreError):
                 log.warning("compaction of %s failed; the journal keeps every batch", self.folder, exc_info=True)
 
     def compact(self, dump_state: Callable[[], tuple[dict[str, Any], bytes]]) -> None:
-        """Write the whole state as a snapshot at the current seq, then start an empty log."""
+        """Write the whole state as a snapshot at the current seq, then start an empty log. If the
+        log cannot be emptied, the snapshot's seq makes the next open skip the records it holds."""
         header, body = dump_state()
         data = pack_snapshot({**header, "seq": self.seq}, body)
-        atomic_write(self.snapshot_path, data, sync=True)
+        atomic_write(self.snapshot_path, data, sync=True, store=self.store)
         self._snapshot_size = len(data)
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-        atomic_write(self.log_path, _JOURNAL_MAGIC, sync=True)
-        self._good_size = len(_JOURNAL_MAGIC)
+        self._log.rewrite([], sync=True)
 
     def flush(self) -> None:
-        if self._file is not None:
-            self._file.flush()
-            os.fsync(self._file.fileno())
+        self._log.flush()
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        self._log.close()
