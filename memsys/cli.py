@@ -58,6 +58,25 @@ def _chaos_crash(args: argparse.Namespace) -> int:
                               transactions=args.transactions)
 
 
+def _dead_letters(args: argparse.Namespace) -> int:
+    import json
+
+    from memsys.application.txlog import dead_letter_path, read_dead_letters
+
+    letters = read_dead_letters(args.log)  # reads the file only: no store is opened, no lock taken
+    if args.json:
+        print(json.dumps([d.to_dict() for d in letters], indent=2, ensure_ascii=False))
+    elif not letters:
+        print(f"no dead letters beside {args.log}")
+    else:
+        print(f"{len(letters)} dead letters in {dead_letter_path(args.log)} (committed operations a store refused "
+              "for good; retry them with MemoryManager.retry_dead_letters() or discard them with "
+              "discard_dead_letters()):")
+        for letter in letters:
+            print(f"  {letter.describe()}")
+    return 1 if letters else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="memsys", description="memsys: a multi-store memory layer and "
                                      "the harness that proves it survives failure.")
@@ -73,6 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     adapters = sub.add_parser("adapters", help="list the backends and whether their libraries are installed")
     adapters.set_defaults(func=_adapters)
+
+    dead = sub.add_parser("dead-letters", help="list the committed operations a store refused for good",
+                          description="List the dead letters kept beside a coordinator log (LOG.dead-letters) "
+                          "without opening any store. Exit status 0 when there are none, 1 when some wait.")
+    dead.add_argument("--log", required=True, help="the manager's transaction_log file")
+    dead.add_argument("--json", action="store_true", help="print them as JSON")
+    dead.set_defaults(func=_dead_letters)
 
     chaos = sub.add_parser("chaos", help="resilience experiments")
     chaos_sub = chaos.add_subparsers(dest="chaos_command", required=True)

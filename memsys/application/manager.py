@@ -9,7 +9,40 @@
 Every store a manager owns is managed: a write outside a transaction is a
 transaction of its own (logged, version-stamped), so it can never slip between
 another transaction's read and write unseen. Opening a manager on the same
-stores and log after a crash runs recovery before anything else.
+stores and log after a crash runs recovery before anything else. One manager
+at a time owns a ``transaction_log`` (and an ``operation_log``): a second one,
+in this process or another, gets StoreLockedError naming the holder.
+
+A failed call never commits later: a transaction whose log write fails (a full
+disk: TransactionAbortedError caused by DiskFullError) is rolled back on every
+store, and nothing of it stays in the log.
+
+When a store cannot apply a committed write
+-------------------------------------------
+The log holds the write, so it is never lost; what happens depends on the error.
+
+* Transient (store unavailable, busy, disk full): retried, then the store is
+  quarantined and the transaction raises CommitIncompleteError (committed).
+  Transactions that need the store first recover it; ``recover()`` does it on
+  demand. The log keeps every write the store lacks (compaction carries them
+  over), also when a later manager is opened without that store; without a
+  ``transaction_log`` they are kept in memory and ``recover()`` redoes them.
+* Refused for good (the engine cannot take this one operation: too large, out
+  of range): recovery bisects the store's batch, applies everything else, and
+  moves the refused operations to the dead-letter file beside the log
+  (``<transaction_log>.dead-letters``), logging an ERROR line for each. The
+  store goes on and the log can be compacted. Nothing is dropped silently:
+
+  - ``manager.last_recovery.dead_lettered`` / ``manager.recover()`` list what was
+    moved (``ok`` is False while any dead letter waits);
+  - ``manager.dead_letters()`` lists them; ``memsys dead-letters --log PATH``
+    lists them without opening the stores;
+  - ``manager.retry_dead_letters(ids)`` applies them again once the cause is
+    removed (a store that already has a newer version keeps it);
+  - ``manager.discard_dead_letters(ids)`` gives them up, explicitly and logged.
+
+  A store that refuses every write (damaged, read-only, closed) is not
+  dead-lettered: it stays quarantined until it is repaired.
 """
 
 from __future__ import annotations
@@ -22,8 +55,8 @@ from typing import Any
 from memsys.adapters._base import BaseMemoryStore
 from memsys.adapters.foreign_store import as_participant
 from memsys.application.oplog import OperationLog
-from memsys.application.transactions import Coordinator, RecoveryReport, TransactionContext
-from memsys.application.txlog import CoordinatorLog, MemoryLog
+from memsys.application.transactions import Coordinator, DeadLetterRetry, RecoveryReport, TransactionContext
+from memsys.application.txlog import CoordinatorLog, DeadLetter, MemoryLog, check_file_path
 from memsys.domain.errors import (
     CommitIncompleteError,
     InvalidInputError,
@@ -37,6 +70,7 @@ from memsys.resilience.circuit_breaker import CircuitBreaker
 from memsys.resilience.degraded import ReconciliationQueue
 from memsys.domain.model import MemoryItem, check_id
 from memsys.domain.operations import Delete, Put
+from memsys.durable import PathLock
 
 log = logging.getLogger("memsys.manager")
 
@@ -68,25 +102,48 @@ class MemoryManager:
         unknown = sorted({s for s in named if s not in self.adapters})
         if unknown:
             raise InvalidInputError(f"unknown stores {unknown}; this manager has {sorted(self.adapters)}")
-        #: One circuit breaker per store (the guide's CircuitBreaker), used by the fallback paths.
-        self.breakers = {name: CircuitBreaker(failure_threshold, reset_timeout, name=name) for name in self.adapters}
-        self.cache = ReadThroughCache(cache_capacity, cache_ttl)
-        if reconciliation_queue is None and fallback_store is not None:
-            log.warning("degraded mode without reconciliation_queue: queued writes live only in memory")
-        self.reconciliation = ReconciliationQueue(reconciliation_queue)
-        if transaction_log is None:
-            log.warning("MemoryManager without transaction_log: transactions are atomic while the process "
-                        "lives, but a crash mid-commit cannot be recovered")
-        self.coordinator = Coordinator(
-            self.adapters, CoordinatorLog(transaction_log) if transaction_log is not None else MemoryLog(),
-            operation_log=OperationLog(operation_log) if operation_log is not None else None,
-            compact_records=compact_records)
-        for name, adapter in self.adapters.items():
-            adapter.name = name
-            adapter._coordinator = self.coordinator
-        self.coordinator.listeners.append(self._invalidate)
-        #: What recovery did when this manager opened.
-        self.last_recovery: RecoveryReport = self.coordinator.recover()
+        if isinstance(compact_records, bool) or not isinstance(compact_records, int) or compact_records < 1:
+            raise InvalidInputError(f"compact_records must be a positive int, got {compact_records!r}")
+        # The logs are checked and locked before anything is bound, so a refused manager changes nothing.
+        txlog = CoordinatorLog(transaction_log) if transaction_log is not None else MemoryLog()
+        oplog_path = check_file_path(operation_log, "operation_log") if operation_log is not None else None
+        if oplog_path is not None and transaction_log is not None \
+                and os.path.abspath(oplog_path) == os.path.abspath(txlog.path):
+            raise InvalidInputError(f"operation_log and transaction_log are the same file ({oplog_path!r})")
+        try:
+            if transaction_log is not None:
+                txlog.lock(owner=f"MemoryManager transaction_log, stores {sorted(self.adapters)}")
+            else:
+                log.warning("MemoryManager without transaction_log: transactions are atomic while the process "
+                            "lives, but a crash mid-commit cannot be recovered")
+            if oplog_path is not None:  # released with the log, like the log's own lock
+                txlog.hold(PathLock.acquire(oplog_path, owner="MemoryManager operation_log"))
+            #: One circuit breaker per store (the guide's CircuitBreaker), used by the fallback paths.
+            self.breakers = {name: CircuitBreaker(failure_threshold, reset_timeout, name=name)
+                             for name in self.adapters}
+            self.cache = ReadThroughCache(cache_capacity, cache_ttl)
+            if reconciliation_queue is None and fallback_store is not None:
+                log.warning("degraded mode without reconciliation_queue: queued writes live only in memory")
+            self.reconciliation = ReconciliationQueue(reconciliation_queue)
+            self.coordinator = Coordinator(
+                self.adapters, txlog, operation_log=OperationLog(oplog_path) if oplog_path is not None else None,
+                compact_records=compact_records)
+            for name, adapter in self.adapters.items():
+                adapter.name = name
+                adapter._coordinator = self.coordinator
+            self.coordinator.listeners.append(self._invalidate)
+            #: What recovery did when this manager opened.
+            self.last_recovery: RecoveryReport = self.coordinator.recover()
+        except BaseException:
+            # Leave the stores free for another manager, and the logs unlocked.
+            for adapter in self.adapters.values():
+                if getattr(self, "coordinator", None) is not None and adapter._coordinator is self.coordinator:
+                    adapter._coordinator = None
+            closer = getattr(getattr(self, "reconciliation", None), "close", None)
+            if callable(closer):
+                closer()
+            txlog.close()
+            raise
 
     # --- transactions
 
@@ -95,9 +152,24 @@ class MemoryManager:
         return TransactionContext(self.coordinator, list(stores) if stores is not None else list(self.adapters))
 
     def recover(self) -> RecoveryReport:
-        """Redo what the log has decided and the stores may lack; report what was done."""
+        """Redo what the log has decided and the stores may lack; report what was done, including
+        operations moved to the dead-letter file (``dead_lettered``)."""
         self.last_recovery = self.coordinator.recover()
         return self.last_recovery
+
+    # --- dead letters: committed operations a store refused for good (see the module docstring)
+
+    def dead_letters(self, store: str | None = None) -> list[DeadLetter]:
+        """The dead letters waiting for an operator (of ``store``, or all), oldest first."""
+        return self.coordinator.dead_letters(store)
+
+    def retry_dead_letters(self, ids: Sequence[str] | None = None) -> DeadLetterRetry:
+        """Apply the dead letters ``ids`` (default: all) again, now that their cause is removed."""
+        return self.coordinator.retry_dead_letters(ids)
+
+    def discard_dead_letters(self, ids: Sequence[str]) -> list[DeadLetter]:
+        """Give up the named dead letters for good; their stores never apply them."""
+        return self.coordinator.discard_dead_letters(ids)
 
     # --- whole-item operations across stores, each one transaction
 
@@ -262,13 +334,19 @@ class MemoryManager:
         return self.coordinator.metrics.snapshot()
 
     def close(self) -> None:
-        """Checkpoint the log (so the next open has nothing to redo) and close every store."""
+        """Checkpoint the log (so the next open has nothing to redo but what a store still lacks),
+        release the logs and the reconciliation queue, and close every store."""
         try:
             self.coordinator.close()
         finally:
-            for adapter in self.adapters.values():
-                adapter._coordinator = None
-                adapter.close()
+            try:
+                closer = getattr(self.reconciliation, "close", None)  # releases the queue's file lock
+                if callable(closer):
+                    closer()
+            finally:
+                for adapter in self.adapters.values():
+                    adapter._coordinator = None
+                    adapter.close()
 
     def __enter__(self) -> MemoryManager:
         return self

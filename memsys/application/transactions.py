@@ -16,11 +16,19 @@ commit point is the coordinator's log record, not a participant's:
 4. Apply: each store applies the group's operations in LSN order, in one
    native transaction where it has them, with no fsync of its own (the log
    holds the writes). Every operation is idempotent. A store that fails is
-   retried, then quarantined; its transactions raise CommitIncompleteError,
-   which means committed: recovery completes the store.
+   retried (transient errors), then quarantined; its transactions raise
+   CommitIncompleteError, which means committed: recovery completes the store.
 5. Recovery redoes every commit after the last checkpoint, in LSN order; a
    transaction with no commit record is presumed aborted and has touched no
-   store. Compaction flushes the stores and replaces the log by a checkpoint.
+   store. Compaction flushes the stores and replaces the log by a checkpoint
+   followed by every commit a store still lacks (quarantined, or not in this
+   manager), so it never forgets a write that has not reached its store.
+6. Dead letters: an operation a store refuses for good (a permanent,
+   operation-level error, still refused after the store has shown that it takes
+   writes) is isolated by recovery (the batch is bisected, the rest applied),
+   moved to the durable dead-letter file beside the log with an ERROR audit
+   line, and the store goes on. ``RecoveryReport.dead_lettered`` lists what was
+   moved; the manager lists, retries and discards dead letters.
 
 Every committed Put is stamped with the transaction's LSN as its version and
 with the LSN's time as its updated_at, so "newer" is decidable everywhere.
@@ -40,16 +48,24 @@ import queue
 from concurrent.futures import Future, as_completed, wait
 from typing import TYPE_CHECKING, Any
 
+from memsys.application.txlog import DeadLetter
 from memsys.domain.errors import (
     CommitIncompleteError,
     ConflictError,
+    CorruptStoreError,
+    InvalidInputError,
     MemsysError,
+    MissingBackend,
+    PermanentError,
+    ReadOnlyStoreError,
+    StoreClosedError,
     StoreUnavailableError,
     TransactionAbortedError,
     TransactionStateError,
 )
 from memsys.domain.model import from_epoch_us, trusted_item
-from memsys.domain.operations import Operation, Put, decode_op, encode_op, op_key
+from memsys.domain.operations import Delete, Operation, Put, decode_op, encode_op, op_key
+from memsys.durable import os_error
 from memsys.observability.metrics import Metrics
 from memsys.observability.tracing import get_tracer
 from memsys.resilience.retry import retry_with_backoff
@@ -64,10 +80,28 @@ log = logging.getLogger("memsys.transactions")
 #: The protocol steps at which crash experiments stop the process (``Coordinator.crash_hook``).
 STEPS = ("after_prepare", "after_log_write", "after_log_sync", "after_first_apply", "after_apply", "after_end")
 
+#: Recovery applies a store's logged operations in batches of this many.
+REDO_BATCH = 2000
+
+#: Permanent errors that are about the store, not about an operation: never a reason to
+#: dead-letter an operation (the store stays quarantined until it is repaired).
+_STORE_LEVEL = (CorruptStoreError, ReadOnlyStoreError, StoreClosedError, MissingBackend)
+
+
+def _refused_for_good(exc: BaseException) -> bool:
+    """Whether ``exc`` says a store will never apply this operation (as opposed to: the store is
+    down, busy, full, closed, read-only or damaged, which retries or repairs fix)."""
+    return isinstance(exc, PermanentError) and not isinstance(exc, _STORE_LEVEL)
+
 
 @dataclasses.dataclass
 class RecoveryReport:
-    """What recovery did: ids of transactions redone, completed, presumed aborted."""
+    """What recovery did: ids of transactions redone, completed, presumed aborted; stores it
+    could not complete; operations it moved to the dead-letter file.
+
+    ``ok`` is true only when every logged write is in its store: no failed store and no dead
+    letter waiting for an operator.
+    """
 
     redone: list[str] = dataclasses.field(default_factory=list)
     completed: list[str] = dataclasses.field(default_factory=list)
@@ -75,10 +109,29 @@ class RecoveryReport:
     failed_stores: dict[str, str] = dataclasses.field(default_factory=dict)
     log_records: int = 0
     seconds: float = 0.0
+    #: Operations this recovery moved to the dead-letter file.
+    dead_lettered: list[DeadLetter] = dataclasses.field(default_factory=list)
+    #: Dead letters waiting for an operator after this recovery (retry or discard them).
+    dead_letters: int = 0
 
     @property
     def ok(self) -> bool:
-        return not self.failed_stores
+        return not self.failed_stores and not self.dead_letters
+
+
+@dataclasses.dataclass
+class DeadLetterRetry:
+    """What ``retry_dead_letters`` did with each dead letter, by id."""
+
+    applied: list[str] = dataclasses.field(default_factory=list)
+    #: The store already had this write or a newer one: resolved without applying it.
+    superseded: list[str] = dataclasses.field(default_factory=list)
+    #: Still refused (left in the dead-letter file unless re-committed), with the reason.
+    failed: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
 
 
 @dataclasses.dataclass(eq=False)
@@ -90,6 +143,17 @@ class _Pending:
     ops: dict[str, list[Operation]]
     done: bool = False
     error: BaseException | None = None
+    #: The stores that failed to apply it, with their errors.
+    failed: dict[str, BaseException] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class _RedoOp:
+    lsn: int
+    txid: str
+    index: int
+    record: dict[str, Any]
+    op: Operation
 
 
 class Coordinator:
@@ -130,6 +194,11 @@ class Coordinator:
         self._last_write: dict[tuple[str, str], int] = {}
         self._active: dict[str, int] = {}
         self._quarantined: dict[str, str] = {}
+        # Committed operations a store has not applied (it is quarantined, or this manager does not
+        # have it): store -> lsn -> (txid, logged operations). Compaction carries them over, and
+        # recovery redoes them even when the log is not durable (MemoryLog).
+        self._unapplied: dict[str, dict[int, tuple[str, list[dict[str, Any]]]]] = {}
+        self._closed = False
         self._thread = threading.local()
 
     # ------------------------------------------------------------------ clock and bookkeeping
@@ -196,6 +265,9 @@ class Coordinator:
             entry = self._decide(transaction_id, start_lsn, prepared, check_conflicts, stamp)
             span.set_attribute("memsys.lsn", entry.lsn)
             self._run_until_done(entry)
+            if isinstance(entry.error, CommitIncompleteError) and entry.failed \
+                    and all(_refused_for_good(e) for e in entry.failed.values()):
+                entry.error = self._settle(entry)
             if entry.error is not None:
                 span.record_exception(entry.error)
                 raise entry.error
@@ -220,11 +292,12 @@ class Coordinator:
             for name, ops in stamped.items():
                 for op in ops:
                     self._last_write[(name, op_key(op))] = lsn
+            # Queued, but nothing of it is written yet: the group leader writes its prepare and commit
+            # records, and a failed write fails the whole group (no entry outlives a failed write).
             entry = _Pending(transaction_id, lsn, stamped)
             self._queue.append(entry)
             self._pending += 1
             self._cv.notify_all()
-        self.log.append([{"t": "prepare", "lsn": lsn, "txid": transaction_id, "stores": sorted(stamped)}], sync=False)
         return entry
 
     # The commit pipeline. One leader at a time writes and syncs the log for every queued
@@ -259,7 +332,7 @@ class Coordinator:
         self.metrics.observe("group_size", len(batch))
         started = time.perf_counter()
         futures: dict[Future, str] = {}
-        failed: dict[str, str] = {}
+        failed: dict[str, BaseException] = {}
         logged = False
         try:
             try:
@@ -268,6 +341,8 @@ class Coordinator:
                     records = [{"t": "commit", "lsn": e.lsn, "txid": e.transaction_id,
                                 "ops": {n: [encode_op(op) for op in ops] for n, ops in e.ops.items()}}
                                for e in batch]
+                    self.log.append([{"t": "prepare", "lsn": e.lsn, "txid": e.transaction_id,
+                                      "stores": sorted(e.ops)} for e in batch], sync=False)
                     self._hook("after_log_write")
                     self.log.append(records, sync=True)
                 logged = True
@@ -279,11 +354,22 @@ class Coordinator:
                 # Handed to the workers before the log is released, so every store sees groups in log order.
                 futures = {self._worker(name).submit(by_store[name]): name for name in sorted(by_store)}
             except Exception as exc:
+                # Nothing of the group is in the log (an append is all or nothing, cut back on
+                # failure), so none of it can ever be redone: every transaction is rolled back.
+                cause: BaseException = exc
+                if isinstance(exc, OSError):
+                    cause = os_error(exc, "writing the coordinator log", path=self.log.path)
+                    cause.__cause__ = exc
+                self.metrics.incr("aborted", len(batch))
+                log.warning("%d transactions rolled back: the coordinator log could not be written: %s",
+                            len(batch), cause)
                 for e in batch:
                     e.error = TransactionAbortedError(
-                        f"transaction {e.transaction_id} rolled back: the coordinator log could not be "
-                        f"written: {exc}", transaction_id=e.transaction_id)
-                    e.error.__cause__ = exc
+                        f"transaction {e.transaction_id} rolled back, nothing was applied: the coordinator log "
+                        f"could not be written: {cause}", transaction_id=e.transaction_id)
+                    e.error.__cause__ = cause
+                    # Retrying may help exactly when the log's failure was transient (a full disk).
+                    e.error.transient = bool(getattr(cause, "transient", False))
                 return
             finally:
                 with self._cv:
@@ -295,9 +381,15 @@ class Coordinator:
             for n, future in enumerate(as_completed(futures)):
                 error = future.exception()
                 if error is not None:
-                    failed[futures[future]] = f"{type(error).__name__}: {error}"
+                    failed[futures[future]] = error
                 if n == 0:
                     self._hook("after_first_apply")
+            if failed:
+                by_lsn = {r["lsn"]: r for r in records}
+                with self._cv:
+                    for name in failed:
+                        self._remember(name, [(e.lsn, e.transaction_id, by_lsn[e.lsn]["ops"][name])
+                                              for e in batch if name in e.ops])
             self._hook("after_apply")
             self._notify(by_store)  # again: a reader may have cached an old value during the apply
             self._finish_applied(batch, failed)
@@ -319,20 +411,20 @@ class Coordinator:
             except Exception:
                 log.warning("a commit listener failed", exc_info=True)
 
-    def _finish_applied(self, batch: list[_Pending], failed: dict[str, str]) -> None:
+    def _finish_applied(self, batch: list[_Pending], failed: dict[str, BaseException]) -> None:
         ended = [e.lsn for e in batch if not set(e.ops) & set(failed)]
         if ended:
-            try:
-                self.log.append([{"t": "end", "lsns": ended}], sync=False)
-            except Exception:  # an end record only spares recovery some work
-                log.warning("could not write an end record", exc_info=True)
+            self.log.note_ended(ended)
         for e in batch:
             broken = sorted(set(e.ops) & set(failed))
             if broken:
+                e.failed = {name: failed[name] for name in broken}
+                cause = failed[broken[0]]
                 e.error = CommitIncompleteError(
                     f"transaction {e.transaction_id} is committed, but store {broken[0]!r} has not applied it yet "
-                    f"({failed[broken[0]]}); recovery will complete it", transaction_id=e.transaction_id,
+                    f"({type(cause).__name__}: {cause}); recovery will complete it", transaction_id=e.transaction_id,
                     store=broken[0])
+                e.error.__cause__ = cause
         if self.operation_log is not None:
             try:
                 self.operation_log.append(batch)
@@ -399,6 +491,12 @@ class Coordinator:
         with self._cv:
             self._quarantined[name] = reason
 
+    def _remember(self, name: str, commits: Sequence[tuple[int, str, list[dict[str, Any]]]]) -> None:
+        """Keep committed operations ``name`` has not applied (caller holds ``_cv``)."""
+        unapplied = self._unapplied.setdefault(name, {})
+        for lsn, txid, records in commits:
+            unapplied.setdefault(lsn, (txid, list(records)))
+
     def _ensure_available(self, name: str, transaction_id: str) -> None:
         if name not in self._quarantined:
             return
@@ -409,6 +507,39 @@ class Coordinator:
                 f"transaction {transaction_id} rolled back: store {name!r} is waiting for recovery "
                 f"({report.failed_stores[name]})", transaction_id=transaction_id, store=name) \
                 from StoreUnavailableError(report.failed_stores[name], store=name)
+
+    def _settle(self, entry: _Pending) -> BaseException | None:
+        """A store refused ``entry`` for good at apply: isolate the refused operations now (recovery
+        of that store), rather than leaving the store quarantined until the next transaction.
+
+        Returns the transaction's outcome: None if recovery applied it after all, a
+        CommitIncompleteError naming the dead letters if its operations were set aside, or the
+        original error if the store could not be recovered.
+        """
+        names = sorted(entry.failed)
+        try:
+            with self._leadership():
+                with self._cv:
+                    pending = [n for n in names if n in self._quarantined]
+                if pending:
+                    self._recover(pending)
+            with self._cv:
+                if any(n in self._quarantined for n in names):
+                    return entry.error
+            letters = [d for d in self.log.dead_letters.list() if d.txid == entry.transaction_id]
+        except Exception:
+            log.warning("transaction %s: recovery after a failed apply failed", entry.transaction_id, exc_info=True)
+            return entry.error
+        if not letters:
+            return None  # recovery applied it everywhere
+        first = letters[0]
+        error = CommitIncompleteError(
+            f"transaction {entry.transaction_id} is committed, but store {first.store!r} refuses "
+            f"{len(letters)} of its operations for good ({first.error}); they are in the dead-letter file as "
+            f"{', '.join(d.id for d in letters)}: remove the cause, then MemoryManager.retry_dead_letters(), "
+            "or discard_dead_letters()", transaction_id=entry.transaction_id, store=first.store)
+        error.__cause__ = entry.failed.get(first.store)
+        return error
 
     @property
     def quarantined(self) -> dict[str, str]:
@@ -436,69 +567,167 @@ class Coordinator:
 
     def recover(self, stores: Sequence[str] | None = None) -> RecoveryReport:
         """Redo every commit after the last checkpoint, in LSN order, on ``stores`` (default all)."""
+        with self._leadership():
+            return self._recover(stores)
+
+    def _recover(self, stores: Sequence[str] | None) -> RecoveryReport:
+        """``recover`` for a caller that holds leadership."""
         started = time.perf_counter()
         report = RecoveryReport()
-        with self._leadership(), self.tracer.start_as_current_span("memsys.recovery"):
+        with self.tracer.start_as_current_span("memsys.recovery"):
             scan = self.log.scan()
             report.log_records = scan.records
             report.redone = [c["txid"] for c in scan.commits]
             report.completed = [c["txid"] for c in scan.unended]
             report.undone = [p["txid"] for p in scan.undecided]
+            targets = list(stores) if stores is not None else sorted(self.stores)
+            logged = {name for c in scan.commits for name in c["ops"]}
             with self._cv:
                 self._last_lsn = max(self._last_lsn, scan.max_lsn)
                 self._logged_lsn = max(self._logged_lsn, scan.max_lsn)
-            targets = list(stores) if stores is not None else sorted(self.stores)
-            logged = {name for c in scan.commits for name in c["ops"]}
-            for name in sorted(logged - set(self.stores)):
-                report.failed_stores[name] = "the log holds committed writes for a store this manager does not have"
+                for name in sorted((logged | set(self._unapplied)) - set(self.stores)):
+                    # Kept (and carried by compaction) until a manager with this store completes it.
+                    report.failed_stores[name] = ("the log holds committed writes for a store this manager does "
+                                                  "not have")
+                    self._remember(name, [(c["lsn"], c["txid"], c["ops"][name])
+                                          for c in scan.commits if name in c["ops"]])
             for name in targets:
+                commits = self._commits_for(name, scan.commits)
                 try:
-                    self._redo(name, scan.commits)
+                    report.dead_lettered.extend(self._redo(name, commits) or ())
                 except Exception as exc:
                     report.failed_stores[name] = f"{type(exc).__name__}: {exc}"
                     with self._cv:
                         self._quarantined[name] = report.failed_stores[name]
+                        self._remember(name, commits)
                     continue
                 with self._cv:
                     self._quarantined.pop(name, None)
+                    self._unapplied.pop(name, None)
             with self._cv:
                 if not self._quarantined:  # every logged commit is now applied everywhere
                     self._applied_lsn = max(self._applied_lsn, self._logged_lsn)
-            if stores is None and report.ok:
-                self._checkpoint()
+            if stores is None or report.dead_lettered:
+                # Safe whatever failed: compaction carries every commit a store still lacks.
+                try:
+                    self._checkpoint()
+                except Exception:
+                    log.warning("log compaction after recovery failed; the log keeps every record", exc_info=True)
+            try:
+                report.dead_letters = len(self.log.dead_letters.list())
+            except MemsysError as exc:
+                report.failed_stores["(dead letters)"] = f"{type(exc).__name__}: {exc}"
         report.seconds = time.perf_counter() - started
         self.metrics.incr("recoveries")
-        if report.redone or report.undone or report.failed_stores:
-            log.info("recovery: redid %d transactions (%d not yet ended), presumed %d aborted, failed stores %s "
-                     "in %.3fs", len(report.redone), len(report.completed), len(report.undone),
-                     report.failed_stores or "none", report.seconds)
+        if report.redone or report.undone or report.failed_stores or report.dead_lettered:
+            log.info("recovery: redid %d transactions (%d not yet ended), presumed %d aborted, failed stores %s, "
+                     "dead-lettered %d operations, in %.3fs", len(report.redone), len(report.completed),
+                     len(report.undone), report.failed_stores or "none", len(report.dead_lettered), report.seconds)
         return report
 
-    def _redo(self, name: str, commits: list[dict[str, Any]]) -> None:
+    def _commits_for(self, name: str, commits: list[dict[str, Any]]) -> list[tuple[int, str, list[dict[str, Any]]]]:
+        """(lsn, txid, logged operations) of every commit ``name`` may lack: the log's, and those kept
+        in memory for it (all there is when the log is not durable)."""
+        merged = {c["lsn"]: (c["txid"], c["ops"][name]) for c in commits if name in c["ops"]}
+        with self._cv:
+            for lsn, value in self._unapplied.get(name, {}).items():
+                merged.setdefault(lsn, value)
+        return [(lsn, txid, records) for lsn, (txid, records) in sorted(merged.items())]
+
+    def _redo(self, name: str, commits: list[tuple[int, str, list[dict[str, Any]]]]) -> list[DeadLetter]:
+        """Apply ``commits`` to store ``name`` in order, as logged (versions are not stamped again).
+
+        Transient failures are retried. An operation the store refuses for good is isolated and
+        dead-lettered (``_apply_isolating``); anything else raises and the store stays quarantined.
+        Operations already waiting in the dead-letter file are skipped.
+        """
         store = self.stores[name]
-        batch: list[Operation] = []
-        for commit in commits:
-            batch.extend(decode_op(record) for record in commit["ops"].get(name, ()))
-            if len(batch) >= 2000:
-                store.apply_prepared(batch, durable=False)
+        apply = retry_with_backoff(self.apply_attempts, initial_backoff=0.01, backoff_multiplier=4,
+                                   jitter=0.0)(store.apply_prepared)
+        waiting = self.log.dead_letters.ids(name)
+        dead: list[DeadLetter] = []
+        batch: list[_RedoOp] = []
+        for lsn, txid, records in commits:
+            for index, record in enumerate(records):
+                if f"{name}/{lsn}/{index}" in waiting:
+                    continue
+                try:
+                    op = decode_op(record)
+                except (MemsysError, KeyError, TypeError, ValueError, AttributeError) as exc:
+                    # Checksummed, so not damage: a record today's validation refuses. It can never apply.
+                    dead.append(self._bury(name, lsn, txid, index, record,
+                                           f"the logged operation cannot be read back: {type(exc).__name__}: {exc}"))
+                    continue
+                batch.append(_RedoOp(lsn, txid, index, record, op))
+            if len(batch) >= REDO_BATCH:
+                self._apply_isolating(name, apply, batch, dead)
                 batch = []
         if batch:
-            store.apply_prepared(batch, durable=False)
+            self._apply_isolating(name, apply, batch, dead)
         store.flush()
+        return dead
+
+    def _apply_isolating(self, name: str, apply: Callable[..., None], entries: list[_RedoOp],
+                         dead: list[DeadLetter]) -> None:
+        """Apply ``entries`` in order; bisect a batch the store refuses for good down to the
+        operations it refuses, apply the others, and dead-letter those."""
+        try:
+            apply([e.op for e in entries], durable=False)
+            return
+        except MemsysError as exc:
+            if not _refused_for_good(exc):
+                raise
+        if len(entries) > 1:
+            middle = len(entries) // 2
+            self._apply_isolating(name, apply, entries[:middle], dead)
+            self._apply_isolating(name, apply, entries[middle:], dead)
+            return
+        # One operation refused for good. Poison only if the store takes writes at all (an empty
+        # apply) and still refuses this one: a store that refuses every write (a failing disk, an
+        # engine gone bad) stays quarantined instead of being emptied into the dead-letter file.
+        apply([], durable=False)
+        try:
+            apply([entries[0].op], durable=False)
+            return
+        except MemsysError as again:
+            if not _refused_for_good(again):
+                raise
+            entry = entries[0]
+            dead.append(self._bury(name, entry.lsn, entry.txid, entry.index, entry.record,
+                                   f"{type(again).__name__}: {again}"))
+
+    def _bury(self, name: str, lsn: int, txid: str, index: int, record: dict[str, Any], error: str) -> DeadLetter:
+        """Move one operation to the dead-letter file (fsynced before this returns) with an audit line."""
+        letter = DeadLetter(id=f"{name}/{lsn}/{index}", store=name, txid=txid, lsn=lsn, op=record, error=error,
+                            time=time.time())
+        if self.log.dead_letters.add([letter]):
+            self.metrics.incr("dead_lettered")
+            log.error("DEAD LETTER %s: store %s refuses %s of item %r (transaction %s, lsn %d) for good: %s; the "
+                      "operation is kept in %s; the store goes on without it. Remove the cause, then "
+                      "MemoryManager.retry_dead_letters([%r]), or discard_dead_letters([%r])", letter.id, name,
+                      letter.kind, letter.item_id, txid, lsn, error, self.log.dead_letters.path or "memory",
+                      letter.id, letter.id)
+        return letter
 
     def _checkpoint(self) -> None:
-        """Flush every store, then replace the log by a checkpoint (caller holds leadership)."""
+        """Flush every store, then replace the log by a checkpoint followed by every commit some store
+        still lacks (caller holds leadership). A store that cannot flush stops the compaction."""
         for name in sorted(self.stores):
             self.stores[name].flush()
-        self.log.compact(self._applied_lsn)
+        with self._cv:
+            carried: dict[int, dict[str, Any]] = {}
+            for name, unapplied in sorted(self._unapplied.items()):
+                for lsn, (txid, records) in unapplied.items():
+                    carried.setdefault(lsn, {"t": "commit", "lsn": lsn, "txid": txid, "ops": {}})["ops"][name] = records
+            checkpoint_lsn = max(self._last_lsn, self._logged_lsn, self._applied_lsn)
+        self.log.compact(checkpoint_lsn, [carried[lsn] for lsn in sorted(carried)])
         self.metrics.incr("checkpoints")
 
     def _maybe_compact(self) -> None:
-        if self._quarantined or not (self.log.records_since_checkpoint > self.compact_records
-                                     or self.log.size() > self.compact_bytes):
+        if not (self.log.records_since_checkpoint > self.compact_records or self.log.growth() > self.compact_bytes):
             return
         with self._leadership():
-            if self.log.records_since_checkpoint <= self.compact_records and self.log.size() <= self.compact_bytes:
+            if self.log.records_since_checkpoint <= self.compact_records and self.log.growth() <= self.compact_bytes:
                 return  # another thread compacted while this one waited
             try:
                 self._checkpoint()
@@ -506,13 +735,103 @@ class Coordinator:
                 log.warning("log compaction failed; the log keeps every record", exc_info=True)
 
     def close(self) -> None:
-        """Flush the stores and checkpoint the log, so the next open has nothing to redo."""
-        with self._leadership():
-            if not self._quarantined:
-                self._checkpoint()
-            self.log.close()
-        for worker in self._workers.values():
-            worker.stop()
+        """Complete quarantined stores if possible, flush the stores and checkpoint the log (so the
+        next open has nothing to redo but what a store still lacks), and release the log."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            with self._leadership():
+                try:
+                    with self._cv:
+                        pending = sorted(n for n in self._quarantined if n in self.stores)
+                    if pending:
+                        self._recover(pending)
+                    self._checkpoint()
+                except Exception:
+                    log.warning("checkpoint at close failed; the log keeps every record for the next open",
+                                exc_info=True)
+                with self._cv:
+                    lost = {n: sorted(u) for n, u in self._unapplied.items() if u} if not self.log.durable else {}
+                if lost:
+                    log.error("closing without a transaction log: committed writes never reached store(s) %s "
+                              "(lsns %s) and are lost with this process", sorted(lost), lost)
+                self.log.close()
+        finally:
+            for worker in self._workers.values():
+                worker.stop()
+
+    # ------------------------------------------------------------------ dead letters
+
+    def dead_letters(self, store: str | None = None) -> list[DeadLetter]:
+        return self.log.dead_letters.list(store)
+
+    def _select_letters(self, ids: Sequence[str] | None) -> list[DeadLetter]:
+        letters = self.log.dead_letters.list()
+        if ids is None:
+            return letters
+        if isinstance(ids, str):
+            ids = [ids]
+        wanted = list(dict.fromkeys(ids))
+        known = {d.id: d for d in letters}
+        unknown = [i for i in wanted if i not in known]
+        if unknown:
+            raise InvalidInputError(f"no dead letters {unknown}; waiting are {sorted(known)}")
+        return sorted((known[i] for i in wanted), key=lambda d: (d.lsn, d.id))
+
+    def retry_dead_letters(self, ids: Sequence[str] | None = None) -> DeadLetterRetry:
+        """Apply dead letters (default: all) again, each as a transaction of its own that keeps the
+        item's version; one the store already has in this or a newer version is resolved without
+        applying (never back in time). Refused again: it stays (or is dead-lettered afresh)."""
+        result = DeadLetterRetry()
+        for letter in self._select_letters(ids):
+            store = self.stores.get(letter.store)
+            if store is None:
+                result.failed[letter.id] = f"this manager has no store {letter.store!r}"
+                continue
+            try:
+                op = decode_op(letter.op)
+                if self._superseded(store, op, letter):
+                    self.log.dead_letters.remove([letter.id])
+                    result.superseded.append(letter.id)
+                    log.warning("dead letter %s resolved: store %s already has this write or a newer one",
+                                letter.id, letter.store)
+                    continue
+                self.write_outside_transaction(store, [op], stamp=False)
+            except CommitIncompleteError as exc:
+                # Committed again under a new LSN: recovery completes it or dead-letters it afresh.
+                self.log.dead_letters.remove([letter.id])
+                result.failed[letter.id] = str(exc)
+                continue
+            except (MemsysError, KeyError, TypeError, ValueError) as exc:
+                result.failed[letter.id] = f"{type(exc).__name__}: {exc}"
+                continue
+            self.log.dead_letters.remove([letter.id])
+            result.applied.append(letter.id)
+            log.warning("dead letter %s retried: applied to store %s", letter.id, letter.store)
+        return result
+
+    @staticmethod
+    def _superseded(store: BaseMemoryStore, op: Operation, letter: DeadLetter) -> bool:
+        if isinstance(op, Put):
+            current = store.retrieve(op.item_id)
+            return current is not None and current.version >= op.item.version
+        if isinstance(op, Delete):
+            current = store.retrieve(op.item_id)
+            return current is None or current.version > letter.lsn
+        return False
+
+    def discard_dead_letters(self, ids: Sequence[str]) -> list[DeadLetter]:
+        """Give up on the named dead letters for good (an explicit operator decision, logged)."""
+        if ids is None or not list(ids):
+            raise InvalidInputError("name the dead letters to discard (their ids, from dead_letters())")
+        letters = self._select_letters(ids)
+        self.log.dead_letters.remove([d.id for d in letters])
+        for letter in letters:
+            self.metrics.incr("dead_letters_discarded")
+            log.error("dead letter discarded by the operator; store %s will never apply it: %s", letter.store,
+                      letter.describe())
+        return letters
 
 
 class _StoreWorker:
