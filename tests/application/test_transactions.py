@@ -131,15 +131,23 @@ def test_opposite_store_orders_never_deadlock(manager) -> None:
     assert all(len(dump(a)) == 45 for a in manager.adapters.values())
 
 
-def test_a_prepare_failure_rolls_back_every_store_and_names_it(manager) -> None:
+def test_a_prepare_failure_rolls_back_every_store_and_names_it(manager, monkeypatch) -> None:
     manager.store(sample_item(1))
     before = {n: dump(a) for n, a in manager.adapters.items()}
     bad = sample_item(2)
+    tinydb = manager.adapters["tinydb"]
+    prepare_op = tinydb._prepare_op
+
+    def refuse_bad(op):  # the engine-specific check a store makes at prepare (size, range...)
+        if op.item_id == bad.id:
+            raise InvalidMemoryItemError(f"{bad.id!r} cannot be stored here")
+        return prepare_op(op)
+
+    monkeypatch.setattr(tinydb, "_prepare_op", refuse_bad)
     with pytest.raises(TransactionAbortedError) as failure:
         with manager.with_transaction(["lmdb", "duckdb", "tinydb"]):
             manager.adapters["lmdb"].store(sample_item(3))
-            manager.adapters["tinydb"].store(bad)
-            bad.metadata["late"] = float("nan")  # caught when tinydb prepares
+            tinydb.store(bad)
     assert failure.value.store == "tinydb"
     assert isinstance(failure.value.__cause__, InvalidMemoryItemError)
     assert {n: dump(a) for n, a in manager.adapters.items()} == before
