@@ -116,6 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="transactions the child attempts per run before it is killed")
     crash.add_argument("--workdir", default=None)
     crash.set_defaults(func=_chaos_crash)
+
+    from memsys import tools
+
+    tools.register(sub)  # inspect, diff, repair, recover on store specs
     return parser
 
 
