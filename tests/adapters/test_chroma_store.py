@@ -9,12 +9,16 @@ from memsys.testing import VectorStoreContract, sample_item
 
 
 class TestChromaEmbeddedContract(VectorStoreContract):
+    sustained_updates = 150  # a Chroma write costs ~60 ms; `memsys chaos run` soaks longer
+
     def create_store(self, path):
         return ChromaDBVectorStore(path=path, dimension=32)
 
 
 class TestChromaServerContract(VectorStoreContract):
     """The same contract against a real `chroma run` server on a loopback port."""
+
+    sustained_updates = 150
 
     @pytest.fixture(autouse=True)
     def _server(self, chroma_server):
