@@ -13,13 +13,22 @@ from collections.abc import Iterable, Sequence
 from typing import ClassVar
 
 from memsys.adapters._base import BaseMemoryStore
+from memsys.adapters._vector import copy_json
 from memsys.domain.errors import InvalidInputError, NotFoundError
-from memsys.domain.model import MemoryItem, Relationship, check_id
+from memsys.domain.model import JSONValue, MemoryItem, Relationship, check_id
 from memsys.domain.operations import Delete, Operation, Put, Relate, Unrelate
 from memsys.domain.writeset import ABSENT
 from memsys.ports import Capability
 
 DIRECTIONS = ("out", "in", "both")
+
+
+def edge(source_id: str, target_id: str, rel_type: str, properties: dict[str, JSONValue] | None) -> Relationship:
+    """A Relationship for an edge a store holds in memory, with properties of its own: changing
+    the returned properties never changes the store's edge."""
+    if type(properties) is dict:  # read-only (frozen) properties need no copy
+        properties = copy_json(properties)  # type: ignore[assignment]
+    return Relationship(source_id, target_id, rel_type, properties)
 
 
 class GraphStoreBase(BaseMemoryStore):

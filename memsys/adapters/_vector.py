@@ -16,12 +16,57 @@ from typing import Any, ClassVar
 from memsys.adapters._base import BaseMemoryStore
 from memsys.adapters.embedders import HashingEmbedder
 from memsys.domain.errors import InvalidInputError, InvalidMemoryItemError, VectorDimensionError
-from memsys.domain.model import MemoryItem, MemoryVector, ScoredItem, check_id, trusted_vector
+from memsys.domain.model import (
+    JSONValue,
+    MemoryItem,
+    MemoryVector,
+    ScoredItem,
+    check_id,
+    trusted_item,
+    trusted_vector,
+)
 from memsys.domain.operations import Operation, Put
 from memsys.domain.query import MemoryQuery, content_text
 from memsys.ports import Capability, Embedder
 
 METRICS = ("cosine", "ip")
+#: Widest embedding a store accepts. Wider is a mistake (a count passed as a dimension), and an
+#: index would allocate for it before anything checks.
+MAX_DIMENSION = 65536
+
+
+def check_int_arg(value: object, what: str, low: int, high: int) -> int:
+    """``value`` if it is an int (not a bool) in [low, high], else InvalidInputError naming ``what``."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidInputError(f"{what} must be an int from {low} to {high}, got {value!r}")
+    return value
+
+
+def check_bool_arg(value: object, what: str) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidInputError(f"{what} must be True or False, got {value!r}")
+    return value
+
+
+def detached(item: MemoryItem) -> MemoryItem:
+    """``item`` with content and metadata of its own, for stores that keep items in memory
+    (FAISS, NetworkX, TinyDB): neither the caller who stored an item nor one who read it can then
+    change what the store holds. Items whose containers are already read-only (the domain's
+    frozen values) are shared as they are; only plain dicts and lists are copied."""
+    content, metadata = item.content, item.metadata
+    if type(metadata) is not dict and type(content) is not dict and type(content) is not list:
+        return item
+    return trusted_item(item.id, copy_json(content), item.memory_type.value,
+                        copy_json(metadata), item.created_at, item.updated_at, item.version)  # type: ignore[arg-type]
+
+
+def copy_json(value: JSONValue) -> JSONValue:
+    """A deep copy of a JSON value whose containers are plain dicts and lists."""
+    if isinstance(value, dict):
+        return {key: copy_json(element) for key, element in value.items()}
+    if isinstance(value, list):
+        return [copy_json(element) for element in value]
+    return value
 
 
 def _best_first(hit: tuple[MemoryItem, float, Any]) -> tuple[float, str]:
@@ -39,12 +84,20 @@ class VectorStoreBase(BaseMemoryStore):
     def __init__(self, path: str | os.PathLike[str] | None, *, embedder: Embedder | None = None,
                  dimension: int | None = None, metric: str = "cosine", name: str | None = None) -> None:
         super().__init__(path, name=name)
+        # Every argument is checked before anything is built: a bad one must never reach an engine
+        # (FAISS aborts the process on some) or leave a file behind.
+        if not isinstance(metric, str) or metric not in METRICS:
+            raise InvalidInputError(f"unknown metric {metric!r}; use one of {METRICS}")
+        if dimension is not None:
+            check_int_arg(dimension, "dimension", 2, MAX_DIMENSION)
         if embedder is None:
             embedder = HashingEmbedder(dimension or 384)
+        if not callable(getattr(embedder, "embed", None)):
+            raise InvalidInputError(f"embedder {embedder!r} has no embed(texts) method")
+        check_int_arg(getattr(embedder, "dimension", None), f"the dimension of embedder {embedder!r}", 2,
+                      MAX_DIMENSION)
         if dimension is not None and dimension != embedder.dimension:
             raise InvalidInputError(f"dimension {dimension} differs from the embedder's {embedder.dimension}")
-        if metric not in METRICS:
-            raise InvalidInputError(f"unknown metric {metric!r}; use one of {METRICS}")
         self.embedder = embedder
         self.dimension = int(embedder.dimension)
         self.metric = metric

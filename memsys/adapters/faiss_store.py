@@ -11,29 +11,45 @@
   the index, so ``retrieve_vector`` returns exactly what was stored.
 * Persistence: a snapshot holding the serialised index, the items and the
   original vectors together (one file, replaced atomically), plus a journal
-  of batches; a write appends one fsynced journal record.
+  of batches; a write appends one fsynced journal record. The folder is locked
+  while open (a second opener gets StoreLockedError); at open, under that
+  lock, the Journal removes temporary files a killed process left behind.
+* Arguments are validated before FAISS sees them: FAISS aborts the whole
+  process on some (an HNSW graph with M < 2), so a bad one is an
+  InvalidInputError and nothing is created.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import struct
 from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar
 
 from memsys.adapters._base import import_backend
-from memsys.durable import Journal
-from memsys.adapters._vector import VectorStoreBase
+from memsys.adapters._vector import VectorStoreBase, check_bool_arg, check_int_arg, detached
 from memsys.domain.errors import CorruptStoreError, InvalidInputError, MemsysError, StoreError
+from memsys.durable import Journal, os_error
 from memsys.domain.model import MemoryItem, decode_item
 from memsys.domain.operations import Delete, Operation, Put, decode_op, encode_op
 from memsys.domain.query import MemoryQuery
 from memsys.ports import Capability, Embedder
 
+log = logging.getLogger("memsys.adapters.faiss")
+
 SNAPSHOT = "faiss.snapshot"
 INDEX_KINDS = ("flat", "hnsw")
+#: HNSW neighbours per node: below 2 FAISS aborts the process; past a few hundred the graph's
+#: memory (about 8 * M bytes per vector) is a mistake, not a setting.
+HNSW_M_RANGE = (2, 256)
+#: Candidate-list sizes for HNSW construction and search.
+EF_RANGE = (1, 1 << 16)
+#: Rebuild the HNSW index (dropping tombstones) once they outnumber the live vectors and this:
+#: search looks past every tombstone, so their number must stay bounded under sustained updates.
+MAX_TOMBSTONES = 1024
 _LENGTH = struct.Struct("<Q")
 
 
@@ -45,9 +61,16 @@ class FAISSVectorStore(VectorStoreBase):
                  dimension: int | None = None, metric: str = "cosine", index: str = "flat", hnsw_m: int = 32,
                  ef_construction: int = 200, ef_search: int = 128, sync: bool = True,
                  compact_bytes: int = 16 << 20, name: str | None = None) -> None:
-        super().__init__(path, embedder=embedder, dimension=dimension, metric=metric, name=name)
-        if index not in INDEX_KINDS:
+        if not isinstance(index, str) or index not in INDEX_KINDS:
             raise InvalidInputError(f"index must be one of {INDEX_KINDS}, got {index!r}")
+        check_int_arg(hnsw_m, "hnsw_m", *HNSW_M_RANGE)
+        check_int_arg(ef_construction, "ef_construction", *EF_RANGE)
+        check_int_arg(ef_search, "ef_search", *EF_RANGE)
+        check_int_arg(compact_bytes, "compact_bytes", 0, 1 << 40)
+        check_bool_arg(sync, "sync")
+        super().__init__(path, embedder=embedder, dimension=dimension, metric=metric, name=name)
+        if self.path is None:
+            raise InvalidInputError("FAISSVectorStore needs path= (a folder it keeps its files in)")
         self._faiss = import_backend("faiss", "faiss")
         self._np = import_backend("numpy", "faiss")
         self.index_kind = index
@@ -63,8 +86,9 @@ class FAISSVectorStore(VectorStoreBase):
         self._tombstones: set[int] = set()
         self._next_label = 0
         self._index: Any = None
-        self._journal = Journal(self.path, SNAPSHOT, sync=sync, compact_bytes=compact_bytes)  # type: ignore[arg-type]
-        self._call("open", self._open)
+        self._journal = Journal(self.path, SNAPSHOT, sync=sync, compact_bytes=compact_bytes, store=self.name)
+        with self._opening():  # the folder is ours until close(); a failed open lets it go
+            self._call("open", self._open)
 
     # --- index
 
@@ -88,6 +112,8 @@ class FAISSVectorStore(VectorStoreBase):
     # --- open, snapshot
 
     def _open(self) -> None:
+        if os.path.exists(self.path) and not os.path.isdir(self.path):  # type: ignore[arg-type]
+            raise InvalidInputError(f"{self.name}: path {self.path} is a file; FAISSVectorStore keeps a folder")
         snapshot, batches = self._journal.open()
         if snapshot is None:
             self._index = self._new_index()
@@ -161,6 +187,8 @@ class FAISSVectorStore(VectorStoreBase):
     # --- errors
 
     def _translate(self, exc: Exception, operation: str) -> MemsysError:
+        if isinstance(exc, OSError):
+            return os_error(exc, f"{self.name}: {operation} on {self.path}", store=self.name)
         if operation == "open" and isinstance(exc, (RuntimeError, ValueError, KeyError, TypeError, struct.error)):
             return CorruptStoreError(f"{self.name}: {self.path} holds an unreadable FAISS store: {exc}",
                                      path=self.path)
@@ -169,15 +197,22 @@ class FAISSVectorStore(VectorStoreBase):
 
     # --- primitives
 
+    # Items leave and enter ``_items`` through ``detached``: what the store holds changes only
+    # through its own calls, never through an object a caller kept or was given.
+
     def _get(self, item_id: str) -> MemoryItem | None:
-        return self._items.get(item_id)
+        item = self._items.get(item_id)
+        return None if item is None else detached(item)
 
     def _get_embedding(self, item_id: str) -> tuple[float, ...] | None:
         vector = self._originals.get(item_id)
         return None if vector is None else self._unpack(vector)
 
     def _scan(self) -> Iterable[MemoryItem]:
-        return list(self._items.values())
+        return [detached(item) for item in self._items.values()]
+
+    def _search(self, query: MemoryQuery) -> list[MemoryItem]:
+        return [detached(item) for item in query.select(self._items.values())]
 
     def _count(self) -> int:
         return len(self._items)
@@ -195,7 +230,18 @@ class FAISSVectorStore(VectorStoreBase):
                 records.append(encode_op(op))
         self._journal.append(records, durable=durable or self.sync)
         self._apply_to_index(ops, packed)
-        self._journal.maybe_compact(self._dump)
+        if len(self._tombstones) > max(MAX_TOMBSTONES, len(self._items)):
+            self._compact_quietly()
+        else:
+            self._journal.maybe_compact(self._dump)
+
+    def _compact_quietly(self) -> None:
+        """Compact now; a failure (a full disk) loses nothing: the journal holds every batch."""
+        try:
+            self._journal.compact(self._dump)
+        except (OSError, MemsysError):
+            log.warning("%s: compaction of %s failed; the journal keeps every batch", self.name, self.path,
+                        exc_info=True)
 
     def _apply_to_index(self, ops: Sequence[Operation], packed: dict[int, bytes] | None = None) -> None:
         np = self._np
@@ -211,7 +257,7 @@ class FAISSVectorStore(VectorStoreBase):
             vectors = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), self.dimension)
             self._index.add_with_ids(self._prepared_matrix(vectors), labels)
             for put, label, blob in zip(pending.values(), labels.tolist(), blobs):
-                self._items[put.item.id] = put.item
+                self._items[put.item.id] = detached(put.item)
                 self._labels[put.item.id] = label
                 self._ids[label] = put.item.id
                 self._originals[put.item.id] = blob
@@ -241,12 +287,7 @@ class FAISSVectorStore(VectorStoreBase):
 
     def _similar(self, query: Any, top_k: int, where: MemoryQuery | None, embeddings: bool) -> list[tuple[Any, ...]]:
         if where is not None:  # exact scores over the matching items: a filter can exclude most of the index
-            ids = [i.id for i in self._items.values() if where.matches(i)]
-            if not ids:
-                return []
-            scores = self._prepared_matrix(self._matrix(ids)) @ query
-            order = sorted(range(len(ids)), key=lambda j: (-float(scores[j]), ids[j]))[:top_k]
-            return [(self._items[ids[j]], float(scores[j]), None) for j in order]
+            return self._exact(query, top_k, [i.id for i in self._items.values() if where.matches(i)])
         k = min(top_k + len(self._tombstones), self._index.ntotal)
         if k <= 0:
             return []
@@ -256,8 +297,20 @@ class FAISSVectorStore(VectorStoreBase):
         for score, label in zip(distances[0].tolist(), labels[0].tolist()):
             item_id = ids.get(label)
             if item_id is not None:
-                hits.append((items[item_id], score, None))
+                hits.append((detached(items[item_id]), score, None))
+        if len(hits) < min(top_k, len(items)):
+            # HNSW can miss live vectors (many near-duplicates, tombstones in the way); exactly top_k
+            # live items are promised whenever that many exist, so score them all instead.
+            return self._exact(query, top_k, list(items))
         return hits[:top_k]
+
+    def _exact(self, query: Any, top_k: int, ids: list[str]) -> list[tuple[Any, ...]]:
+        """Exact scores of ``ids`` against the query: the top_k, best first, ties by id."""
+        if not ids:
+            return []
+        scores = self._prepared_matrix(self._matrix(ids)) @ query
+        order = sorted(range(len(ids)), key=lambda j: (-float(scores[j]), ids[j]))[:top_k]
+        return [(detached(self._items[ids[j]]), float(scores[j]), None) for j in order]
 
     def _flush(self) -> None:
         self._journal.flush()

@@ -4,7 +4,10 @@ The graph lives in memory; on disk it is a snapshot plus a journal of
 operation batches (memsys.durable.Journal). A write appends and fsyncs
 one journal record, so its cost does not grow with the graph; the snapshot is
 rewritten atomically when the journal outgrows it. Reopening loads the
-snapshot and replays the journal.
+snapshot and replays the journal. The folder is locked while open (a second
+opener gets StoreLockedError); at open, under that lock, the Journal removes
+temporary files a killed process left behind. Items and edge properties are
+copied in and out, so no caller's object is ever part of the graph.
 """
 
 from __future__ import annotations
@@ -15,11 +18,13 @@ from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar
 
 from memsys.adapters._base import import_backend
-from memsys.durable import Journal
-from memsys.adapters._graph import GraphStoreBase
-from memsys.domain.errors import CorruptStoreError, MemsysError, StoreError
+from memsys.adapters._graph import GraphStoreBase, edge
+from memsys.adapters._vector import check_bool_arg, check_int_arg, copy_json, detached
+from memsys.domain.errors import CorruptStoreError, InvalidInputError, MemsysError, StoreError
 from memsys.domain.model import MemoryItem, Relationship, decode_item
 from memsys.domain.operations import Delete, Operation, Put, Relate, Unrelate, decode_op, encode_op
+from memsys.domain.query import MemoryQuery
+from memsys.durable import Journal, os_error
 from memsys.ports import Capability
 
 SNAPSHOT = "graph.snapshot"
@@ -31,14 +36,21 @@ class GraphMemoryAdapter(GraphStoreBase):
 
     def __init__(self, path: str | os.PathLike[str], *, sync: bool = True, compact_bytes: int = 4 << 20,
                  name: str | None = None) -> None:
+        check_bool_arg(sync, "sync")
+        check_int_arg(compact_bytes, "compact_bytes", 0, 1 << 40)
         super().__init__(path, name=name)
+        if self.path is None:
+            raise InvalidInputError("GraphMemoryAdapter needs path= (a folder it keeps its files in)")
         self._nx = import_backend("networkx", "graph")
         self.sync = sync
         self.graph: Any = self._nx.MultiDiGraph()
-        self._journal = Journal(self.path, SNAPSHOT, sync=sync, compact_bytes=compact_bytes)  # type: ignore[arg-type]
-        self._call("open", self._open)
+        self._journal = Journal(self.path, SNAPSHOT, sync=sync, compact_bytes=compact_bytes, store=self.name)
+        with self._opening():  # the folder is ours until close(); a failed open lets it go
+            self._call("open", self._open)
 
     def _open(self) -> None:
+        if os.path.exists(self.path) and not os.path.isdir(self.path):  # type: ignore[arg-type]
+            raise InvalidInputError(f"{self.name}: path {self.path} is a file; GraphMemoryAdapter keeps a folder")
         snapshot, batches = self._journal.open()
         if snapshot is not None:
             header, body = snapshot
@@ -54,19 +66,24 @@ class GraphMemoryAdapter(GraphStoreBase):
             self._apply_to_graph([decode_op(record) for record in batch])
 
     def _translate(self, exc: Exception, operation: str) -> MemsysError:
+        if isinstance(exc, OSError):
+            return os_error(exc, f"{self.name}: {operation} on {self.path}", store=self.name)
         if isinstance(exc, (ValueError, KeyError, TypeError)):
             return CorruptStoreError(f"{self.name}: {self.path} holds an unreadable graph: {exc}", path=self.path)
         return StoreError(f"{self.name}: {operation} on {self.path} failed: {type(exc).__name__}: {exc}",
                           store=self.name)
 
-    # --- items
+    # --- items (copied in and out by ``detached``: the graph never holds a caller's object)
 
     def _get(self, item_id: str) -> MemoryItem | None:
         node = self.graph.nodes.get(item_id)
-        return None if node is None else node["item"]
+        return None if node is None else detached(node["item"])
 
     def _scan(self) -> Iterable[MemoryItem]:
-        return [data["item"] for _, data in self.graph.nodes(data=True)]
+        return [detached(data["item"]) for _, data in self.graph.nodes(data=True)]
+
+    def _search(self, query: MemoryQuery) -> list[MemoryItem]:
+        return [detached(item) for item in query.select(data["item"] for _, data in self.graph.nodes(data=True))]
 
     def _count(self) -> int:
         return int(self.graph.number_of_nodes())
@@ -82,17 +99,18 @@ class GraphMemoryAdapter(GraphStoreBase):
         g = self.graph
         for op in ops:
             if isinstance(op, Put):
-                if op.item.id in g:
-                    g.nodes[op.item.id]["item"] = op.item
+                item = detached(op.item)
+                if item.id in g:
+                    g.nodes[item.id]["item"] = item
                 else:
-                    g.add_node(op.item.id, item=op.item)
+                    g.add_node(item.id, item=item)
             elif isinstance(op, Delete):
                 if op.item_id in g:
                     g.remove_node(op.item_id)
             elif isinstance(op, Relate):
                 r = op.relationship
                 if r.source_id in g and r.target_id in g:
-                    g.add_edge(r.source_id, r.target_id, key=r.rel_type, properties=r.properties)
+                    g.add_edge(r.source_id, r.target_id, key=r.rel_type, properties=copy_json(r.properties))
             elif isinstance(op, Unrelate):
                 if g.has_edge(op.source_id, op.target_id, key=op.rel_type):
                     g.remove_edge(op.source_id, op.target_id, key=op.rel_type)
@@ -118,7 +136,7 @@ class GraphMemoryAdapter(GraphStoreBase):
 
     def _get_edge(self, source_id: str, target_id: str, rel_type: str) -> Relationship | None:
         data = self.graph.get_edge_data(source_id, target_id, key=rel_type)
-        return None if data is None else Relationship(source_id, target_id, rel_type, data["properties"])
+        return None if data is None else edge(source_id, target_id, rel_type, data["properties"])
 
     def _edges(self, item_id: str, direction: str, rel_type: str | None) -> list[Relationship]:
         if item_id not in self.graph:
@@ -129,7 +147,7 @@ class GraphMemoryAdapter(GraphStoreBase):
         if direction in ("in", "both"):
             edges += [e for e in self.graph.in_edges(item_id, keys=True, data=True)
                       if direction == "in" or e[0] != e[1]]
-        return [Relationship(s, t, k, d["properties"]) for s, t, k, d in edges if rel_type is None or k == rel_type]
+        return [edge(s, t, k, d["properties"]) for s, t, k, d in edges if rel_type is None or k == rel_type]
 
     def _scan_relationships(self) -> Iterable[Relationship]:
-        return [Relationship(s, t, k, d["properties"]) for s, t, k, d in self.graph.edges(keys=True, data=True)]
+        return [edge(s, t, k, d["properties"]) for s, t, k, d in self.graph.edges(keys=True, data=True)]
