@@ -477,14 +477,13 @@ class Journal:
     on a full disk) and leaves the files as they were.
     """
 
-    LOG_NAME = "journal.log"
-
     def __init__(self, folder: str, snapshot_name: str, *, sync: bool = True,
-                 compact_bytes: int = 4 << 20, store: str | None = None) -> None:
+                 compact_bytes: int = 4 << 20, store: str | None = None, log_name: str = "journal.log") -> None:
         self.folder = folder
+        self.log_name = log_name
         self.snapshot_name = snapshot_name
         self.snapshot_path = os.path.join(folder, snapshot_name)
-        self.log_path = os.path.join(folder, self.LOG_NAME)
+        self.log_path = os.path.join(folder, log_name)
         self.sync = sync
         self.compact_bytes = compact_bytes
         self.store = store
@@ -499,7 +498,7 @@ class Journal:
             os.makedirs(self.folder, exist_ok=True)
         except OSError as exc:
             raise os_error(exc, f"creating {self.folder}", path=self.folder, store=self.store) from exc
-        for name in (self.snapshot_name, self.LOG_NAME):
+        for name in (self.snapshot_name, self.log_name):
             remove_stale_temps(self.folder, name)
         snapshot = None
         snapshot_seq = 0

@@ -305,10 +305,9 @@ class _FileJournal(Journal):
     name plus ".journal", so several databases can share a folder."""
 
     def __init__(self, path: str, *, compact_bytes: int, store: str | None) -> None:
-        self.LOG_NAME = os.path.basename(path) + JOURNAL_SUFFIX  # read by Journal.__init__ and open
         # sync=True: each append says itself whether it is fsynced (``durable``).
         super().__init__(os.path.dirname(path), os.path.basename(path), sync=True, compact_bytes=compact_bytes,
-                         store=store)
+                         store=store, log_name=os.path.basename(path) + JOURNAL_SUFFIX)
 
 
 _CHANGE_SIZES = {"put": 4, "del": 3, "table": 2, "drop": 2}
