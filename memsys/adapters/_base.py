@@ -34,7 +34,7 @@ from memsys.domain.errors import (
     TransactionStateError,
     UnsupportedCapabilityError,
 )
-from memsys.domain.model import MemoryItem, check_id, check_json
+from memsys.domain.model import MemoryItem, check_id
 from memsys.durable import PathLock
 from memsys.domain.operations import Delete, Operation, Put, Relate, Unrelate
 from memsys.domain.query import MemoryQuery
@@ -155,10 +155,15 @@ class BaseMemoryStore:
             raise StoreClosedError(f"{self.name}: {operation} on a closed store ({self.path})")
         try:
             with self._lock:
+                if self._closed:  # close() ran while this call waited for the lock
+                    raise StoreClosedError(f"{self.name}: {operation} on a closed store ({self.path})")
                 return fn(*args)
         except MemsysError:
             raise
         except Exception as exc:
+            if self._closed:  # the engine failed because the store was closed under the call
+                raise StoreClosedError(f"{self.name}: {operation} failed: the store was closed while it ran "
+                                       f"({self.path}): {type(exc).__name__}: {exc}") from exc
             raise self._translate(exc, operation) from exc
 
     # ------------------------------------------------------------------ MemoryStore
@@ -277,11 +282,9 @@ class BaseMemoryStore:
         prepared = []
         for op in ops:
             if isinstance(op, Put):
+                # A MemoryItem is an immutable value validated when it was built: nothing to check again.
                 if not isinstance(op.item, MemoryItem):
                     raise InvalidMemoryItemError(f"{self.name}: Put needs a MemoryItem, got {type(op.item).__name__}")
-                # Metadata dicts are mutable: check again what will actually be written.
-                check_json(op.item.content, f"item {op.item.id!r} content")
-                check_json(op.item.metadata, f"item {op.item.id!r} metadata")
             elif isinstance(op, (Relate, Unrelate)):
                 if Capability.GRAPH not in self.capabilities:
                     raise UnsupportedCapabilityError(f"{self.name} does not store relationships")

@@ -22,6 +22,8 @@ _REQUIRED = ("store", "retrieve", "search", "delete", "close")
 class ForeignStore(BaseMemoryStore):
     backend = "foreign"
     atomic_apply = False
+    #: The wrapped store owns its path (and any lock on it); the wrapper opens no file.
+    exclusive_path = False
 
     def __init__(self, inner: Any, *, name: str | None = None) -> None:
         missing = [m for m in _REQUIRED if not callable(getattr(inner, m, None))]

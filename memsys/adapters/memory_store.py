@@ -33,6 +33,8 @@ class _State:
 class InMemoryStore(VectorStoreBase, GraphStoreBase):
     backend = "memory"
     capabilities: ClassVar[frozenset[Capability]] = VectorStoreBase.capabilities | GraphStoreBase.capabilities
+    #: ``path`` names an in-process namespace, not a file: every opener shares one state and one lock.
+    exclusive_path: ClassVar[bool] = False
 
     _registry: ClassVar[dict[str, _State]] = {}
     _registry_lock: ClassVar[threading.Lock] = threading.Lock()

@@ -13,7 +13,7 @@ import struct
 from typing import Any, Union
 
 from memsys.domain.errors import InvalidInputError
-from memsys.domain.model import MemoryItem, Relationship, check_embedding, check_id, decode_item
+from memsys.domain.model import MemoryItem, Relationship, check_embedding, check_id, decode_item, thaw
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -83,7 +83,7 @@ def encode_op(op: Operation) -> dict[str, Any]:
     if isinstance(op, Relate):
         r = op.relationship
         return {"op": "relate", "source": r.source_id, "target": r.target_id, "type": r.rel_type,
-                "properties": r.properties}
+                "properties": thaw(r.properties)}
     if isinstance(op, Unrelate):
         return {"op": "unrelate", "source": op.source_id, "target": op.target_id, "type": op.rel_type}
     raise InvalidInputError(f"not an operation: {op!r}")

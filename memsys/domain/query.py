@@ -3,8 +3,10 @@
 A query is a dict (or a string, shorthand for ``{"content": string}``):
 
     memory_type      a MemoryType, value or name, or a list of them (any of)
-    metadata         {key: value}: every key present with an equal value
-    metadata.<key>   the same for one key (DevSynth's spelling)
+    metadata         {key: value}: every key present with an equal value (JSON equality:
+                     numbers compare by value, but a bool never equals a number, at any depth)
+    metadata.<key>   the same for one key (DevSynth's spelling); any key the item model
+                     accepts may be queried ("", non-ASCII, control characters)
     content          case-insensitive substring of the content (JSON text if not a str)
     ids              a list of ids (any of)
     created_after    datetime, inclusive;  created_before  datetime, exclusive
@@ -25,7 +27,7 @@ from datetime import datetime
 from typing import Any
 
 from memsys.domain.errors import InvalidQueryError, MemsysError
-from memsys.domain.model import MemoryItem, MemoryType, as_utc
+from memsys.domain.model import MemoryItem, MemoryType, as_utc, freeze_json, shown
 
 _KEYS = ("memory_type", "metadata", "content", "ids", "created_after", "created_before",
          "updated_after", "updated_before", "limit")
@@ -57,13 +59,16 @@ class MemoryQuery:
         metadata: dict[str, Any] = {}
         for key, value in query.items():
             if not isinstance(key, str):
-                raise InvalidQueryError(f"query key {key!r} is not a str")
+                raise InvalidQueryError(f"query key {shown(key)} is not a str")
             if key.startswith("metadata.") and len(key) > len("metadata."):
-                metadata[key[len("metadata."):]] = value
+                metadata[key[len("metadata."):]] = _metadata_value(key, value)
             elif key == "metadata":
                 if not isinstance(value, Mapping):
                     raise InvalidQueryError("query 'metadata' must be a dict of key: value")
-                metadata.update(value)
+                for name, expected in value.items():
+                    if not isinstance(name, str):
+                        raise InvalidQueryError(f"query 'metadata' key {shown(name)} is not a str")
+                    metadata[name] = _metadata_value(f"metadata[{name!r}]", expected)
             elif key == "memory_type":
                 values = value if isinstance(value, (list, tuple, set, frozenset)) else [value]
                 try:
@@ -75,12 +80,13 @@ class MemoryQuery:
                     raise InvalidQueryError("query 'content' must be a str")
                 fields["content"] = value.casefold()
             elif key == "ids":
-                if isinstance(value, str) or not isinstance(value, Iterable):
-                    raise InvalidQueryError("query 'ids' must be a list of str")
-                ids = frozenset(value)
-                if not all(isinstance(i, str) for i in ids):
-                    raise InvalidQueryError("query 'ids' must be a list of str")
-                fields["ids"] = ids
+                if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
+                    raise InvalidQueryError(f"query 'ids' must be a list of str, got {type(value).__name__}")
+                ids = list(value)
+                for item_id in ids:  # before hashing: an unhashable element must not escape as TypeError
+                    if not isinstance(item_id, str):
+                        raise InvalidQueryError(f"query 'ids' must be a list of str, got an element {shown(item_id)}")
+                fields["ids"] = frozenset(ids)
             elif key in ("created_after", "created_before", "updated_after", "updated_before"):
                 try:
                     fields[key] = as_utc(value, f"query {key!r}")
@@ -131,8 +137,22 @@ def content_text(content: Any) -> str:
     return content if isinstance(content, str) else json.dumps(content, ensure_ascii=False, sort_keys=True)
 
 
+def _metadata_value(where: str, value: object) -> Any:
+    """A query's expected metadata value: a JSON value (so push-down and ``matches`` agree), copied."""
+    try:
+        return freeze_json(value, f"query {where}")
+    except MemsysError as exc:
+        raise InvalidQueryError(str(exc)) from exc
+
+
 def _json_equal(a: Any, b: Any) -> bool:
-    # True == 1 in Python but not in JSON; metadata filters compare as JSON does.
+    # True == 1 in Python but not in JSON; metadata filters compare as JSON does, at any depth.
+    if isinstance(a, (dict, list)) or isinstance(b, (dict, list)):
+        if isinstance(a, dict) and isinstance(b, dict):
+            return a.keys() == b.keys() and all(_json_equal(a[k], b[k]) for k in a)
+        if isinstance(a, list) and isinstance(b, list):
+            return len(a) == len(b) and all(_json_equal(x, y) for x, y in zip(a, b))
+        return False
     if isinstance(a, bool) or isinstance(b, bool):
         return type(a) is type(b) and a == b
     return a == b

@@ -140,6 +140,11 @@ def test_items_are_immutable_values() -> None:
     with pytest.raises(AttributeError):
         item.content = "other"  # type: ignore[misc]
     assert item.replace(content="other").content == "other" and item.content != "other"
+    with pytest.raises(TypeError):  # the containers too: validated once, never changed after
+        item.metadata["n"] = float("nan")
+    relationship = Relationship("a", "b", "knows", {"since": [2020]})
+    with pytest.raises(TypeError):
+        relationship.properties["since"].append(2021)
 
 
 def test_vectors_keep_float32_values_exactly() -> None:
