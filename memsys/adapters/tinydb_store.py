@@ -454,7 +454,8 @@ class TinyDBMemoryAdapter(BaseMemoryStore):
         super().__init__(path, name=name)
         if self.path is None:
             raise InvalidInputError("TinyDBMemoryAdapter needs path= (the database file)")
-        storage_class = _storage_class()  # MissingBackend naming the extra if tinydb is absent
+        import_backend("tinydb", "tinydb")  # MissingBackend naming the extra (the class below is cached)
+        storage_class = _storage_class()
         self.sync = sync
         self._storage: JournalTables
 
