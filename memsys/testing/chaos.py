@@ -11,12 +11,19 @@ Kuzu, LMDB and DuckDB stores and runs:
 * the stateful model: random transactions over all seven stores, with
   simulated crashes at every step, against a dict model;
 * network faults, where a Toxiproxy server binary is at hand: a `chroma run`
-  server behind Toxiproxy gets latency, a stalled connection and an outage.
+  server behind Toxiproxy gets latency, a stalled connection and an outage;
+* the faults real stores meet (``memsys.testing.real_faults``), on each of the
+  seven stores, the coordinator log and a manager over several stores: a small
+  file system that fills up, bit flips / truncation / zeroed blocks in the
+  files (read back in child processes), a second opener in this process and
+  in another, items up to 64 MiB and versions near 2**63, and a soak of
+  sustained updates.
 
 Every experiment keeps a history and the history checker judges it. The
 report (printed, and saved as JSON) gives per experiment the faults injected,
-operations acknowledged, lost, partial, unexpected, and the time to recover.
-The exit status is 1 if anything was lost, partial or unexpected.
+operations acknowledged, lost, partial, unexpected, hung, crashed, errors (an
+exception that is not the typed memsys error the fault calls for), and the
+time to recover. The exit status is 1 if any of those is not zero.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ import os
 import random
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from memsys.domain.errors import CommitIncompleteError, MemsysError, StoreError
@@ -50,6 +57,10 @@ class Experiment:
     lost: int = 0
     partial: int = 0
     unexpected: int = 0
+    hung: int = 0
+    crashed: int = 0
+    #: Exceptions that are not the typed memsys error the fault calls for.
+    errors: int = 0
     recovered: int = 0
     recover_seconds: float = 0.0
     seconds: float = 0.0
@@ -58,18 +69,27 @@ class Experiment:
 
     @property
     def ok(self) -> bool:
-        return self.status in ("ok", "skipped") and not (self.lost or self.partial or self.unexpected)
+        return self.status in ("ok", "skipped", "unavailable") and not (
+            self.lost or self.partial or self.unexpected or self.hung or self.crashed or self.errors)
+
+
+#: Where each backend keeps its files inside an experiment's folder, and how chaos runs open it.
+PATHS = {"tinydb": "items.json", "networkx": "graph", "faiss": "faiss", "chroma": "chroma",
+         "kuzu": "graph.kuzu", "lmdb": "lmdb", "duckdb": "items.duckdb"}
+SETTINGS: dict[str, dict[str, Any]] = {
+    "faiss": {"dimension": 64}, "chroma": {"dimension": 64}, "kuzu": {"buffer_pool_size": 64 << 20},
+    "lmdb": {"sync": False}, "duckdb": {"sync": False}, "tinydb": {"sync": False}, "networkx": {"sync": False}}
+
+
+def open_store_at(backend: str, path: str, **options: Any) -> Any:
+    """The chaos run's ``backend`` store at ``path`` (module level, so child processes can be handed it)."""
+    from memsys.adapters import adapter_class
+
+    return adapter_class(backend)(path=path, **{**SETTINGS[backend], **options})
 
 
 def open_store(backend: str, folder: str, **options: Any) -> Any:
-    from memsys.adapters import adapter_class
-
-    paths = {"tinydb": "items.json", "networkx": "graph", "faiss": "faiss", "chroma": "chroma",
-             "kuzu": "graph.kuzu", "lmdb": "lmdb", "duckdb": "items.duckdb"}
-    settings = {"faiss": {"dimension": 64}, "chroma": {"dimension": 64}, "kuzu": {"buffer_pool_size": 64 << 20},
-                "lmdb": {"sync": False}, "duckdb": {"sync": False}, "tinydb": {"sync": False},
-                "networkx": {"sync": False}}
-    return adapter_class(backend)(path=os.path.join(folder, paths[backend]), **{**settings[backend], **options})
+    return open_store_at(backend, os.path.join(folder, PATHS[backend]), **options)
 
 
 def _item(item_id: str, tx: str) -> MemoryItem:
@@ -242,9 +262,16 @@ def network_faults(folder: str, seed: int, transactions: int) -> Experiment:
 
 
 def run_experiments(workdir: str, seed: int, quick: bool,
-                    on_result: Callable[[Experiment], None] | None = None) -> list[Experiment]:
+                    on_result: Callable[[Experiment], None] | None = None, *, dose: str | None = None,
+                    only: Sequence[str] | None = None) -> list[Experiment]:
+    """Every experiment, in order. ``dose`` names the real-fault dose (``tiny``, ``quick``,
+    ``default``, ``deep``; by default ``quick`` with ``quick``); ``only`` keeps the plan entries
+    whose description starts with one of its strings (for focused runs)."""
+    from memsys.testing.real_faults import DOSES, fault_plan, run_group
+
     transactions = 20 if quick else 60
-    plan: list[tuple[str, Callable[[], Experiment]]] = []
+    fault_dose = DOSES[dose or ("quick" if quick else "default")]
+    plan: list[tuple[str, Callable[[], Experiment | list[Experiment]]]] = []
     for n, backend in enumerate(SEVEN):
         plan.append((f"fault injection: {backend}", lambda b=backend, n=n: fault_injection(
             b, os.path.join(workdir, f"faults-{b}"), seed + n, transactions)))
@@ -253,7 +280,13 @@ def run_experiments(workdir: str, seed: int, quick: bool,
     plan.append(("stateful model", lambda: stateful_model(os.path.join(workdir, "model"), 3 if quick else 10,
                                                           15 if quick else 25)))
     plan.append(("network faults", lambda: network_faults(os.path.join(workdir, "network"), seed, transactions)))
-    results = []
+    # The faults real stores meet (disk full, damaged files, a second opener, oversized writes,
+    # sustained updates): each group in a child process, so a crash or a hang is counted, not suffered.
+    for description, group in fault_plan(workdir, seed, fault_dose):
+        plan.append((description, lambda g=group: run_group(g, fault_dose)))
+    if only is not None:
+        plan = [(d, run) for d, run in plan if d.startswith(tuple(only))]
+    results: list[Experiment] = []
     from rich.progress import Progress
 
     with Progress(transient=True) as bar:
@@ -262,23 +295,24 @@ def run_experiments(workdir: str, seed: int, quick: bool,
             bar.update(task, description=description)
             os.makedirs(workdir, exist_ok=True)
             try:
-                result = run()
+                outcome = run()
             except Exception as exc:  # an experiment that breaks is a finding, not a crash of the runner
-                result = Experiment(description, "-", status="ERROR", detail=f"{type(exc).__name__}: {exc}")
-            results.append(result)
-            if on_result is not None:
-                on_result(result)
+                outcome = Experiment(description, "-", status="ERROR", detail=f"{type(exc).__name__}: {exc}")
+            for result in outcome if isinstance(outcome, list) else [outcome]:
+                results.append(result)
+                if on_result is not None:
+                    on_result(result)
             bar.advance(task)
     return results
 
 
 def run_chaos(workdir: str | None = None, seed: int = 0, report_path: str | None = None,
-              quick: bool = False) -> int:
+              quick: bool = False, *, dose: str | None = None, only: Sequence[str] | None = None) -> int:
     from rich.console import Console
     from rich.table import Table
 
     console = Console()
-    console.width = max(console.width, 132)  # the report table is wide; a pipe defaults to 80 columns
+    console.width = max(console.width, 170)  # the report table is wide; a pipe defaults to 80 columns
     workdir = workdir or tempfile.mkdtemp(prefix="memsys-chaos-")
     os.makedirs(workdir, exist_ok=True)
     # Quarantines and retries are the experiments working: they go to a log file, not the terminal.
@@ -291,28 +325,32 @@ def run_chaos(workdir: str | None = None, seed: int = 0, report_path: str | None
     console.print(f"memsys chaos run: seven embedded stores in [bold]{workdir}[/], seed {seed}"
                   + (" (quick dose)" if quick else ""))
     started = time.perf_counter()
-    results = run_experiments(workdir, seed, quick)
+    results = run_experiments(workdir, seed, quick, dose=dose, only=only)
     table = Table(title="memsys chaos run")
     for column in ("experiment", "target", "faults", "attempted", "acked", "lost", "partial", "unexpected",
-                   "recover s", "status"):
+                   "hung", "crashed", "errors", "recover s", "status"):
         table.add_column(column, justify="right" if column not in ("experiment", "target", "status") else "left")
     for r in results:
-        status = {"ok": "[green]ok", "skipped": "[yellow]skipped"}.get(r.status, f"[bold red]{r.status}")
+        status = {"ok": "[green]ok", "skipped": "[yellow]skipped", "unavailable": "[yellow]unavailable"}.get(
+            r.status, f"[bold red]{r.status}")
         table.add_row(r.name, r.target, str(r.faults), str(r.attempted), str(r.acknowledged), str(r.lost),
-                      str(r.partial), str(r.unexpected), f"{r.recover_seconds:.3f}", status)
+                      str(r.partial), str(r.unexpected), str(r.hung), str(r.crashed), str(r.errors),
+                      f"{r.recover_seconds:.3f}", status)
     console.print(table)
     for r in results:
-        if r.detail and r.status != "ok":
+        if r.detail and not (r.status == "ok" and r.ok):
             console.print(f"[bold]{r.name} ({r.target})[/]: {r.detail}")
     totals = {k: sum(getattr(r, k) for r in results) for k in ("faults", "attempted", "acknowledged", "lost",
-                                                                 "partial", "unexpected")}
+                                                                 "partial", "unexpected", "hung", "crashed",
+                                                                 "errors")}
     report = {"seed": seed, "workdir": workdir, "quick": quick, "seconds": time.perf_counter() - started,
               "totals": totals, "experiments": [dataclasses.asdict(r) for r in results]}
     report_path = report_path or os.path.join(workdir, "report.json")
     with open(report_path, "w") as f:
         json.dump(report, f, indent=1)
     console.print(f"faults injected {totals['faults']}, operations acknowledged {totals['acknowledged']}, "
-                  f"lost {totals['lost']}, partial {totals['partial']}, unexpected {totals['unexpected']}; "
+                  f"lost {totals['lost']}, partial {totals['partial']}, unexpected {totals['unexpected']}, "
+                  f"hung {totals['hung']}, crashed {totals['crashed']}, errors {totals['errors']}; "
                   f"report: {report_path}")
     root.removeHandler(handler)
     root.propagate = True

@@ -7,8 +7,16 @@
             return MyStore(path=path)
 
 Every check is there to FAIL an adapter that loses, corrupts or resurrects
-data, duplicates on update, or lets a driver exception escape untyped. A check
-that needs a capability the store does not declare is skipped with a reason.
+data, duplicates on update, or lets a driver exception escape untyped. The
+faults real stores meet are checks too, on real files and a real small file
+system: damage inside a stored value (a flipped bit, a zeroed block) and cut
+files never give a different value silently; a second opener (here and in
+another process) is refused with StoreLockedError or shares safely; nothing
+the store holds changes through objects passed to it or returned by it;
+sustained updates keep working; a full disk is a typed error that loses
+nothing. Whatever may kill a process runs in a child process. A check that
+needs a capability the store does not declare is skipped with a reason; class
+attributes (``sustained_updates``, ``disk_full_unsupported``, ...) tune them.
 Overriding a check in a subclass fails the guard test unless the override is
 marked ``pytest.mark.xfail(reason=...)``: a kit that can be quietly switched
 off proves nothing.
@@ -16,6 +24,7 @@ off proves nothing.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -145,7 +154,7 @@ class MemoryStoreContract(_Contract):
             item = sample_item(i, prefix="content", content=content)
             store.store(item)
             got = store.retrieve(item.id)
-            assert got is not None and got.content == content and type(got.content) is type(content), \
+            assert got is not None and got.content == content and _same_kind(got.content, content), \
                 f"content {content!r} came back as {None if got is None else got.content!r}"
 
     def test_one_megabyte_content_round_trips(self, store: Any) -> None:
@@ -296,9 +305,11 @@ class MemoryStoreContract(_Contract):
             with pytest.raises(error):
                 call()
         mutated = sample_item(99)
-        mutated.metadata["bad"] = float("nan")  # metadata dicts stay mutable after validation
-        with pytest.raises(InvalidMemoryItemError):
-            store.store(mutated)
+        # Where items are mutable after validation, a store must check again what it writes; an
+        # immutable item refuses the change (TypeError), so the bad value never exists.
+        if _try_set(mutated.metadata, "bad", float("nan")):
+            with pytest.raises(InvalidMemoryItemError):
+                store.store(mutated)
         assert dump(store) == before, "a rejected call changed the store"
 
     def test_batch_with_one_bad_item_stores_none(self, store: Any) -> None:
@@ -307,8 +318,9 @@ class MemoryStoreContract(_Contract):
             pytest.skip(f"{type(store).__name__} has no store_many")
         store.store(sample_item(0))
         before = dump(store)
-        bad = sample_item(2)
-        bad.metadata["oops"] = {1: "non-string key"}
+        bad: Any = sample_item(2)
+        if not _try_set(bad.metadata, "oops", {1: "non-string key"}):
+            bad = {"id": "not-an-item"}  # an immutable item cannot turn bad: a batch holding a non-item
         with pytest.raises(InvalidInputError):
             store_many([sample_item(1), bad, sample_item(3)])
         assert dump(store) == before, "a batch with one bad item was partly stored"
@@ -353,6 +365,189 @@ class MemoryStoreContract(_Contract):
                    if not any(p.match(pattern) for pattern in scratch)
                    and (not p.exists() or p.read_bytes() != data)]
         assert not changed, f"corrupt files were overwritten or removed: {changed}"
+
+    # --- the faults real stores meet --------------------------------------------------------------
+    #
+    # Damage is done to real files, a real second opener opens the path (here and in another
+    # process), a real small file system fills up. Whatever may kill a process (a native engine
+    # reading a damaged file) runs in a child process, so a crash or a hang fails the check
+    # instead of the test run.
+
+    #: Items written before the damage checks damage the files, each with a unique value.
+    damage_items: ClassVar[int] = 24
+    #: Seconds a child process may take for one call (open a damaged copy and read it back).
+    child_timeout: ClassVar[float] = 120.0
+    #: Resident memory (bytes) a child process may reach before it counts as running away.
+    child_memory_limit: ClassVar[int] = 4 << 30
+    #: Updates the sustained-update check makes, spread over ``sustained_ids`` ids; raise it for a soak.
+    sustained_updates: ClassVar[int] = 400
+    sustained_ids: ClassVar[int] = 6
+    #: Set to the reason your store cannot run on a small file system the kit mounts under
+    #: ``path`` (it keeps its files elsewhere, say): the disk-full check then skips with it.
+    #: The adapter class may declare the same attribute (for ``memsys verify-adapter``).
+    disk_full_unsupported: ClassVar[str | None] = None
+    #: Size of the small file system the disk-full check fills up.
+    disk_full_size: ClassVar[int] = 24 << 20
+
+    def _child_factory(self) -> Callable[[str], Any]:
+        """``create_store`` as a child process can call it (the test class, pickled by name)."""
+        import pickle
+
+        factory = _ChildFactory(type(self))
+        try:
+            pickle.dumps(factory)
+        except Exception as exc:  # noqa: BLE001 - explained to the author
+            pytest.fail(f"these checks call create_store in a child process, so {type(self).__qualname__} must be "
+                        f"importable by name (defined at module level): {exc}")
+        return factory
+
+    def _damage_images(self, tmp_path: Path) -> list[Any]:
+        """The store closed, and as a crash leaves it (copied while open: journals not compacted)."""
+        from memsys.testing.damage import build_images
+
+        closed, crashed = build_images(self._child_factory(), os.fspath(tmp_path / "pristine"),
+                                       items=self.damage_items, seed=7, crash_copy=os.fspath(tmp_path / "crashed"))
+        if not any(closed.found.values()):
+            pytest.skip(f"{type(self).__name__}: no stored value is in the files verbatim (compressed or "
+                        "encoded), so no damage can be aimed inside one")
+        return [closed, crashed]
+
+    def _damage(self, tmp_path: Path, plan: Callable[[Any, Any], list[Any]]) -> Any:
+        import random
+
+        from memsys.testing.damage import Tally, run_damage
+
+        tally = Tally()
+        for n, image in enumerate(self._damage_images(tmp_path)):
+            tally.merge(run_damage(self._child_factory(), image, plan(image, random.Random(n)),
+                                   os.fspath(tmp_path / "trials"), timeout=self.child_timeout,
+                                   rss_limit=self.child_memory_limit))
+        return tally
+
+    def _assert_tally(self, tally: Any, what: str) -> None:
+        assert not tally.failed, f"{what}: {tally.summary()}"
+
+    def test_damage_inside_a_stored_value_is_detected(self, store: Any, tmp_path: Path) -> None:
+        """A flipped bit or a zeroed block inside an item's stored bytes (before the tail of the files):
+        reading gives the exact value or CorruptStoreError, never another value, never nothing."""
+        from memsys.testing.damage import value_flips, zeroed_value_blocks
+
+        self.require(store, Capability.PERSISTENCE)
+        store.close()
+        tally = self._damage(tmp_path,
+                             lambda image, rng: value_flips(image, rng, 3) + zeroed_value_blocks(image, rng, 1))
+        self._assert_tally(tally, "damage inside stored values")
+
+    def test_truncated_files_never_return_a_different_value(self, store: Any, tmp_path: Path) -> None:
+        """Every file cut to half its size: exact values or CorruptStoreError; an item the cut took away
+        with a log's tail or an engine's pages may be missing (counted, not failed); never another
+        value, an untyped error, a crash or a hang."""
+        from memsys.testing.damage import truncations
+
+        self.require(store, Capability.PERSISTENCE)
+        store.close()
+        tally = self._damage(tmp_path, lambda image, rng: truncations(image, sorted(image.sizes)))
+        self._assert_tally(tally, "truncated files")
+
+    def test_a_second_opener_is_refused_or_safe(self, store: Any, tmp_path: Path) -> None:
+        """A second opener of the same path, in this process and in another one: StoreLockedError, or
+        both work and every acknowledged write of each is seen by the other and survives."""
+        from memsys.testing.real_faults import opener_trial
+
+        self.require(store, Capability.PERSISTENCE)
+        store.close()
+        result = opener_trial(self._child_factory(), os.fspath(tmp_path / "shared" / "store"), writes=10,
+                              timeout=self.child_timeout)
+        self._assert_tally(result.tally, f"second openers (in this process: {result.in_process}, "
+                                         f"in another: {result.other_process})")
+
+    def test_stored_and_returned_items_never_alias_the_caller(self, store: Any, store_path: str) -> None:
+        """What a store holds changes only through its own calls: mutating the item passed to store(),
+        or anything reachable from items it returned, changes nothing it returns (before and after
+        reopening). An immutable item that refuses the mutation (TypeError) is fine."""
+        original = _nested_item("alias-1")
+        expected = _plain(original.to_dict())
+        store.store(original)
+        store.store(_nested_item("alias-2"))
+        mutated = _mutate_item(original)
+
+        def check(when: str) -> None:
+            got = store.retrieve("alias-1")
+            assert got is not None and _plain(got.to_dict()) == expected, \
+                f"{when}, the store returns {None if got is None else _plain(got.to_dict())!r}"
+            hits = {i.id: _plain(i.to_dict()) for i in store.search({})}
+            assert hits.get("alias-1") == expected, f"{when}, search returns a changed item"
+
+        check(f"after the caller's item was mutated ({mutated} changes)")
+        readers: list[tuple[str, Callable[[], Any]]] = [
+            ("retrieve", lambda: [store.retrieve("alias-1")]),
+            ("search", lambda: store.search({})),
+            ("search by metadata", lambda: store.search({"metadata": {"kind": "alias"}})),
+        ]
+        if hasattr(store, "retrieve_many"):
+            readers.append(("retrieve_many", lambda: list(store.retrieve_many(["alias-1", "alias-2"]).values())))
+        if Capability.VECTOR_SEARCH in _capabilities(store):
+            query = list(store.retrieve_vector("alias-1").embedding)
+            readers += [("similarity_search", lambda: store.similarity_search(query, top_k=2)),
+                        ("similar_items", lambda: [hit.item for hit in store.similar_items(query, top_k=2)]),
+                        ("retrieve_vector", lambda: [store.retrieve_vector("alias-1")])]
+        if Capability.GRAPH in _capabilities(store):
+            store.add_relationship("alias-2", "alias-1", "next", {"weight": {"w": [1, 2]}})
+            readers.append(("neighbors", lambda: store.neighbors("alias-2")))
+        for name, read in readers:
+            for returned in read():
+                _mutate_item(returned)
+            check(f"after items returned by {name} were mutated")
+        if Capability.GRAPH in _capabilities(store):
+            for rel in store.get_relationships("alias-2", "out"):
+                _mutate_value(rel.properties)
+            props = [r.properties for r in store.get_relationships("alias-2", "out")]
+            assert [_plain(p) for p in props] == [{"weight": {"w": [1, 2]}}], \
+                "mutating a returned relationship's properties changed the stored edge"
+        store.store(_nested_item("alias-3"))  # a store that writes its whole state at the next write
+        check("after another write")
+        if Capability.PERSISTENCE in _capabilities(store):
+            store = self.reopen(store, store_path)
+            check("after reopening")
+
+    def test_sustained_updates_keep_only_the_latest_values(self, store: Any, store_path: str) -> None:
+        """``sustained_updates`` updates of a few ids all succeed, and each id holds its last update."""
+        from memsys.testing.real_faults import _latest_check, soak_trial
+
+        tally, latest, _ = soak_trial(store, self.sustained_updates, ids=self.sustained_ids, seed=3)
+        _latest_check(store, latest, tally, "after the updates", stamped=False)
+        if Capability.PERSISTENCE in _capabilities(store) and not tally.failed:
+            store = self.reopen(store, store_path)
+            _latest_check(store, latest, tally, "after reopening", stamped=False)
+        self._assert_tally(tally, f"{self.sustained_updates} updates of {self.sustained_ids} ids")
+
+    def test_disk_full_is_a_typed_error_and_loses_nothing(self, store: Any, tmp_path: Path) -> None:
+        """On a small file system that fills up: every refused write is a typed memsys error, every
+        acknowledged one survives freeing space and reopening, no refused one appears, new writes work."""
+        from memsys.testing.disk import DiskFaultUnavailable, small_filesystem
+        from memsys.testing.isolate import run_isolated
+        from memsys.testing.plugin import servers_required, skip_server_unavailable
+
+        self.require(store, Capability.PERSISTENCE)
+        reason = self.disk_full_unsupported or getattr(store, "disk_full_unsupported", None)
+        if reason:
+            pytest.skip(f"disk_full_unsupported: {reason}")
+        store.close()
+        factory = self._child_factory()
+        try:
+            with small_filesystem(tmp_path / "disk", size=self.disk_full_size) as disk:
+                # In a child process: a store that hangs on a full disk must fail the check, not the run.
+                [outcome] = run_isolated([functools.partial(_disk_full_in_child, factory, disk)],
+                                         timeout=self.child_timeout, rss_limit=self.child_memory_limit)
+        except DiskFaultUnavailable as exc:
+            if servers_required():
+                pytest.fail(f"cannot mount a small file system, and CI requires the real fault: {exc}")
+            skip_server_unavailable(f"cannot mount a small file system: {exc}")
+        assert outcome.status == "returned", f"on a full disk the store {outcome.status}: " \
+                                             f"{outcome.detail or outcome.error}"
+        from memsys.testing.damage import Tally
+
+        self._assert_tally(Tally(**outcome.value), "disk full")
 
     # --- batches, scans ------------------------------------------------------------------------
 
@@ -424,8 +619,10 @@ class MemoryStoreContract(_Contract):
         bad = sample_item(2)
         store.store(sample_item(3))
         store.store(bad)
-        bad.metadata["late"] = float("inf")
-        with pytest.raises(InvalidInputError):
+        if _try_set(bad.metadata, "late", float("inf")):  # a mutable item turned bad after store()
+            with pytest.raises(InvalidInputError):
+                store.prepare_commit(tx)
+        else:  # an immutable item stayed valid: prepare succeeds, and the rollback still undoes all
             store.prepare_commit(tx)
         store.rollback(tx)
         assert dump(store) == before
@@ -675,6 +872,98 @@ class GraphStoreContract(MemoryStoreContract):
         assert [i.id for i in store.neighbors(_gid("a"))] == [_gid("e"), _gid("f")]
         store.rollback(tx)
         assert [i.id for i in store.neighbors(_gid("a"))] == [_gid("b"), _gid("e")]
+
+
+def _try_set(mapping: Any, key: str, value: Any) -> bool:
+    """Set ``mapping[key]``; False if the mapping is read-only (an immutable item's metadata)."""
+    try:
+        mapping[key] = value
+    except TypeError:
+        return False
+    return True
+
+
+def _same_kind(got: Any, want: Any) -> bool:
+    """Same JSON kind all the way down: 1, 1.0 and True differ; a read-only list is still a list."""
+    if isinstance(want, (list, dict)):
+        if not isinstance(got, type(want)) or len(got) != len(want):
+            return False
+        pairs = zip(got, want) if isinstance(want, list) else ((got[k], want[k]) for k in want)
+        return all(_same_kind(g, w) for g, w in pairs)
+    return type(got) is type(want)
+
+
+class _ChildFactory:
+    """Calls ``create_store`` of a contract test class in a child process (pickled by name)."""
+
+    def __init__(self, cls: type) -> None:
+        self.cls = cls
+
+    def __call__(self, path: str) -> Any:
+        return self.cls().create_store(path)
+
+
+def _disk_full_in_child(factory: Callable[[str], Any], disk: str) -> dict[str, Any]:
+    import dataclasses
+
+    from memsys.testing.real_faults import disk_full_trial
+
+    return dataclasses.asdict(disk_full_trial(factory, disk, seed=5))
+
+
+def _nested_item(item_id: str) -> MemoryItem:
+    return MemoryItem(id=item_id, content={"text": "alias", "list": [1, {"deep": ["x", {"y": 2}]}]},
+                      memory_type=MemoryType.KNOWLEDGE,
+                      metadata={"kind": "alias", "tags": ["a", {"b": [1, 2]}], "nested": {"x": {"y": 1}}},
+                      created_at=EPOCH)
+
+
+def _plain(value: Any) -> Any:
+    from memsys.testing.damage import normalise
+
+    return normalise(value)
+
+
+def _mutate_value(value: Any) -> int:
+    """Change every mutable container reachable from ``value``; returns how many changes stuck.
+    A container that refuses (TypeError: an immutable value) is left as it is."""
+    from collections.abc import MutableMapping, MutableSequence
+
+    changes = 0
+    try:
+        if isinstance(value, MutableMapping):
+            for key in list(value):
+                changes += _mutate_value(value[key])
+            for key in list(value)[:1]:
+                value[key] = "mutated"
+                changes += 1
+            value["mutated-key"] = ["mutated"]
+            changes += 1
+        elif isinstance(value, MutableSequence):
+            for element in list(value):
+                changes += _mutate_value(element)
+            if value:
+                value[0] = "mutated"
+                changes += 1
+            value.append("mutated")
+            changes += 1
+    except TypeError:
+        pass
+    return changes
+
+
+def _mutate_item(item: Any) -> int:
+    changes = 0
+    for field in ("content", "metadata", "embedding"):
+        value = getattr(item, field, None)
+        if value is not None:
+            changes += _mutate_value(value)
+    try:
+        item.metadata["mutated-top"] = 1  # an immutable item raises TypeError here: accepted
+        changes += 1
+    except (TypeError, AttributeError):
+        pass
+    return changes
 
 
 def _gid(name: str) -> str:
