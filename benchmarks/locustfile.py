@@ -1,96 +1,118 @@
-"""Load and stress through locust, calling memsys in-process (no HTTP).
+"""Load and stress tests of memsys through locust, in-process (no HTTP): YCSB A-F or transactions.
 
-    locust -f benchmarks/locustfile.py --headless -u 8 -r 4 -t 30s --csv load --html load.html
-    MEMSYS_LOCUST_SHAPE=stress locust -f benchmarks/locustfile.py --headless --csv stress
+    # YCSB workload A on LMDB, 8 users for 30 s, CSV + HTML, thresholds in the exit status
+    locust -f benchmarks/locustfile.py --headless -u 8 -r 8 -t 30s --store lmdb:/tmp/ycsb \\
+        --workload A --records 10000 --max-fail-ratio 0.001 --max-p99-ms 20 \\
+        --csv ycsb-a --html ycsb-a.html --summary-json ycsb-a.json
 
-Each user runs cross-store transactions (LMDB + DuckDB + Kuzu) and reads on one
-shared MemoryManager; every call is reported to locust as a request, so its
-statistics, CSV and HTML report work as for a web service. The "stress" shape
-steps the user count up until the failure ratio or latency passes a limit.
-Quitting sets a non-zero exit code when any transaction failed.
+    # the store's breaking point: add 2 users every 10 s until p95 > 50 ms or 1 % fail
+    locust -f benchmarks/locustfile.py --headless --shape stress --store duckdb:/tmp/y.duckdb \\
+        --step-users 2 --step-seconds 10 --max-users 40 --stress-p95-ms 50 --summary-json stress.json
+
+    # distributed over one LMDB (several processes can share it): a master and two workers
+    locust -f benchmarks/locustfile.py --headless --master --expect-workers 2 -u 4 -r 4 -t 20s \\
+        --store lmdb:/tmp/shared --workload B
+    locust -f benchmarks/locustfile.py --worker --master-host 127.0.0.1 --store lmdb:/tmp/shared --workload B
+
+    # under faults: 5 % of reads, scans and writes fail transiently (memsys FaultInjector)
+    locust -f benchmarks/locustfile.py --headless -u 4 -t 20s --fault-rate 0.05 --max-fail-ratio 0.1
+
+Every memsys call is one locust request (request type YCSB-<workload>, name = the operation),
+so locust's statistics, --csv and --html work as for a web service. Options are documented in
+benchmarks/locust_memsys.py; YCSB's definitions are in benchmarks/ycsb.py. The shapes (step,
+spike, soak, stress) come with --shape; without it -u/-r/-t apply as usual.
+
+A locust process runs its users on gevent; a memsys call does not yield, so one process gives
+one call at a time. More load means more processes: --processes N, or --master with workers.
 """
 
 from __future__ import annotations
 
 import itertools
-import os
-import random
-import tempfile
-import threading
-import time
 
-from locust import LoadTestShape, User, between, events, task
+from locust import constant, task
 
-from memsys.application.manager import MemoryManager
-from memsys.domain.errors import ConflictError
+import locust_memsys
 from memsys.domain.model import MemoryItem, MemoryType
-from memsys.testing.chaos import open_store
-
-_manager_lock = threading.Lock()
-_manager: MemoryManager | None = None
-_ids = itertools.count()
+import ycsb
+from locust_memsys import PROCESS, MemsysShape, MemsysUser, NotFound  # noqa: F401  (MemsysShape: the shape)
 
 
-def manager() -> MemoryManager:
-    global _manager
-    with _manager_lock:
-        if _manager is None:
-            folder = os.environ.get("MEMSYS_LOCUST_DIR") or tempfile.mkdtemp(prefix="memsys-locust-")
-            _manager = MemoryManager({b: open_store(b, f"{folder}/{b}") for b in ("lmdb", "duckdb", "kuzu")},
-                                     transaction_log=f"{folder}/txlog")
-        return _manager
+class MemsysLoad(MemsysUser):
+    wait_time = constant(0)
 
+    def on_start(self) -> None:
+        super().on_start()
+        options = self.environment.parsed_options
+        self.request_type = locust_memsys._request_type(options)
+        if options.workload == "txn":
+            self.serial = itertools.count()
+            return
+        self.workload = ycsb.WORKLOADS[options.workload]
+        self.keys = ycsb.KeyChooser(self.workload.distribution, options.records, seed=self.rng.randrange(2**32))
+        # Inserted ordinals never collide across users or worker processes.
+        self.next_insert = itertools.count(options.records + (PROCESS.worker_index * 1_000 + self.index) * 10**7)
 
-@events.quitting.add_listener
-def _gate(environment, **_kwargs) -> None:
-    if environment.stats.total.num_failures:
-        environment.process_exit_code = 1
-    if _manager is not None:
-        _manager.close()
+    @task
+    def operation(self) -> None:
+        if self.request_type == "txn":
+            self.transaction()
+            return
+        op = self.workload.choose(self.rng)
+        getattr(self, op)()
 
+    # --- YCSB operations
 
-class MemsysUser(User):
-    wait_time = between(0.001, 0.01)
-
-    def _call(self, name: str, fn) -> None:
-        started = time.perf_counter()
-        error = None
-        try:
-            fn()
-        except ConflictError:
-            pass  # a conflict is the protocol working: nothing was applied, the client may retry
-        except Exception as exc:  # reported to locust as a failed request
-            error = exc
-        self.environment.events.request.fire(request_type="memsys", name=name,
-                                             response_time=(time.perf_counter() - started) * 1000,
-                                             response_length=0, exception=error, context={})
-
-    @task(3)
-    def commit_across_three_stores(self) -> None:
-        m = manager()
-        n = next(_ids)
-
-        def run() -> None:
-            with m.with_transaction(["lmdb", "duckdb", "kuzu"]):
-                for store in ("lmdb", "duckdb", "kuzu"):
-                    m.adapters[store].store(MemoryItem(id=f"load-{n}", content=f"load {n}",
-                                                       memory_type=MemoryType.EPISODIC))
-
-        self._call("transaction lmdb+duckdb+kuzu", run)
-
-    @task(5)
     def read(self) -> None:
-        m = manager()
-        n = random.randrange(max(1, next(_ids)))
-        self._call("retrieve duckdb", lambda: m.adapters["duckdb"].retrieve(f"load-{n}"))
+        ordinal = self.keys.existing()
+        self.call("read", lambda: self._read(ordinal))
 
+    def _read(self, ordinal: int):
+        found = PROCESS.store.retrieve(ycsb.key(ordinal))
+        if found is None:
+            raise NotFound(f"record {ycsb.key(ordinal)} is missing")
+        return found
 
-if os.environ.get("MEMSYS_LOCUST_SHAPE") == "stress":
-    class StepStress(LoadTestShape):
-        """Add 4 users every 10 s up to 32, then stop."""
+    def update(self) -> None:
+        ordinal = self.keys.existing()
+        fresh = ycsb.updated(ycsb.record(ordinal), self.rng)
+        self.call("update", lambda: PROCESS.store.store(fresh))
 
-        def tick(self):
-            run_time = self.get_run_time()
-            if run_time > 80:
-                return None
-            return (min(32, 4 * (1 + int(run_time // 10))), 4)
+    def insert(self) -> None:
+        ordinal = next(self.next_insert)
+        item = ycsb.record(ordinal)
+        if self.call("insert", lambda: PROCESS.store.store(item)) is not None:
+            self.keys.note_insert(ordinal)
+
+    def scan(self) -> None:
+        start, length = self.keys.existing(), self.keys.scan_length()
+        query = {"created_after": ycsb.created_at(start), "limit": length}
+        self.call("scan", lambda: PROCESS.store.search(query))
+
+    def read_modify_write(self) -> None:
+        ordinal = self.keys.existing()
+
+        def rmw() -> None:
+            current = self._read(ordinal)
+            PROCESS.store.store(ycsb.updated(current, self.rng))
+        self.call("read_modify_write", rmw)
+
+    # --- cross-store transactions (--workload txn)
+
+    def transaction(self) -> None:
+        manager = PROCESS.manager
+        stores = list(manager.adapters)
+        n = next(self.serial)
+        if n % 8 < 3 or n < 8:
+            item_id = f"txn-{PROCESS.worker_index}-{self.index}-{n}"
+
+            def commit() -> None:
+                with manager.with_transaction(stores):
+                    for store in stores:
+                        manager.adapters[store].store(MemoryItem(id=item_id, content=f"load {n}",
+                                                                 memory_type=MemoryType.EPISODIC))
+            self.call(f"transaction {'+'.join(stores)}", commit)
+        else:  # reads from the second store (DuckDB by default): the first one to apply is not the only one read
+            target = f"txn-{PROCESS.worker_index}-{self.index}-{self.rng.randrange(n)}"
+            reader = stores[min(1, len(stores) - 1)]
+            self.call(f"retrieve {reader}", lambda: manager.adapters[reader].retrieve(target))

@@ -10,7 +10,6 @@ import sys
 import pytest
 
 from benchmarks import adapter_ratios, transaction_ratios
-from benchmarks.asv import bench_memsys
 
 
 def test_adapter_ratio_harness_measures_every_backend(tmp_path) -> None:
@@ -31,29 +30,10 @@ def test_transaction_harness_reports_all_four_figures() -> None:
     assert "recovery after a crash, 30 commits" in transaction_ratios.markdown(figures)
 
 
-def test_asv_benchmarks_run_once_each() -> None:
-    for backend in ("lmdb", "faiss"):
-        bench = bench_memsys.AdapterOperations()
-        bench.setup(backend)
-        try:
-            bench.time_store(backend)
-            bench.time_retrieve(backend)
-            bench.time_search_by_type(backend)
-        finally:
-            bench.teardown(backend)
-    commit = bench_memsys.CrossStoreCommit()
-    commit.setup()
-    try:
-        commit.time_three_store_transaction()
-        assert commit.manager.coordinator.metrics.counter("committed") == 1
-    finally:
-        commit.teardown()
-
-
 def test_locust_drives_memsys_headless_and_gates_on_failures(tmp_path) -> None:
     env = dict(os.environ, MEMSYS_LOCUST_DIR=str(tmp_path / "stores"))
     result = subprocess.run(
-        [sys.executable, "-m", "locust", "-f", "benchmarks/locustfile.py", "--headless", "-u", "3", "-r", "3",
+        [sys.executable, "-m", "locust", "-f", "benchmarks/locustfile.py", "--workload", "txn", "--headless", "-u", "3", "-r", "3",
          "-t", "3s", "--csv", str(tmp_path / "load"), "--only-summary"],
         capture_output=True, text=True, timeout=120, env=env, cwd=os.path.dirname(os.path.dirname(__file__)))
     assert result.returncode == 0, result.stderr[-2000:]

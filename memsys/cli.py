@@ -120,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     from memsys import tools
 
     tools.register(sub)  # inspect, diff, repair, recover on store specs
+    from memsys import bench
+
+    bench.register(sub)  # bench gate, bench report
     return parser
 
 

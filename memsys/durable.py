@@ -48,6 +48,7 @@ from memsys.domain.errors import (
 log = logging.getLogger("memsys.durable")
 
 _SNAPSHOT_MAGIC = b"MEMSYS-SNAPSHOT-1\n"
+_SNAPSHOT_MAGIC_2 = b"MEMSYS-SNAPSHOT-2\n"
 
 
 _FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
@@ -448,22 +449,34 @@ class FramedLog:
 
 
 def pack_snapshot(header: dict[str, Any], body: bytes) -> bytes:
-    """Magic, a JSON header line, the body; the header carries the body's length and checksum."""
+    """Magic, a JSON header line ending in the header's own crc32, the body; the header carries
+    the body's length and checksum. A flipped bit anywhere is caught, header included."""
     header = {**header, "body_length": len(body), "body_crc32": zlib.crc32(body)}
-    return _SNAPSHOT_MAGIC + json.dumps(header).encode() + b"\n" + body
+    line = json.dumps(header).encode()
+    return _SNAPSHOT_MAGIC_2 + line + b" %08x\n" % zlib.crc32(line) + body
 
 
 def unpack_snapshot(path: str, data: bytes) -> tuple[dict[str, Any], bytes]:
-    if not data.startswith(_SNAPSHOT_MAGIC):
+    if data.startswith(_SNAPSHOT_MAGIC_2):
+        start, checked = len(_SNAPSHOT_MAGIC_2), True
+    elif data.startswith(_SNAPSHOT_MAGIC):  # version 1: the header had no checksum of its own
+        start, checked = len(_SNAPSHOT_MAGIC), False
+    else:
         raise CorruptStoreError(f"{path} is not a memsys snapshot (bad magic)", path=path)
     try:
-        line_end = data.index(b"\n", len(_SNAPSHOT_MAGIC))
-        header = json.loads(data[len(_SNAPSHOT_MAGIC):line_end])
+        line_end = data.index(b"\n", start)
+        line = data[start:line_end]
+        if checked:
+            line, crc = line[:-9], line[-9:]
+            if crc[:1] != b" " or int(crc[1:], 16) != zlib.crc32(line):
+                raise CorruptStoreError(f"{path}: snapshot header (bytes {start}-{line_end}) fails its checksum",
+                                        path=path)
+        header = json.loads(line)
         body = data[line_end + 1:]
         intact = len(body) == header["body_length"] and zlib.crc32(body) == header["body_crc32"]
     except (ValueError, KeyError, TypeError) as exc:
         raise CorruptStoreError(f"{path}: unreadable snapshot header: {exc}", path=path) from exc
-    if not intact:
+    if not isinstance(header, dict) or not intact:
         raise CorruptStoreError(f"{path}: snapshot body fails its checksum", path=path)
     return header, body
 
