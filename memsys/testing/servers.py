@@ -3,7 +3,9 @@
 Both bind 127.0.0.1 on a free port, are waited for with a bounded loop, and are
 stopped with SIGTERM (then SIGKILL). ``ToxiproxyClient`` speaks Toxiproxy's
 HTTP API directly, with a timeout on every request and every non-2xx answer
-raised, which the toxiproxy-python client does not do.
+raised, which the toxiproxy-python client does not do; ``ToxiproxyServer.api()``
+gives toxiproxy-python's client behind the same guarantees
+(``memsys.testing.network.ToxiproxyAPI``), which the network fault matrix uses.
 """
 
 from __future__ import annotations
@@ -104,6 +106,10 @@ class ChromaServer:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
     def stop(self) -> None:
         self._process.stop()
 
@@ -140,6 +146,18 @@ class ToxiproxyServer:
                                  os.path.join(log_dir, f"toxiproxy-{self.port}.log"))
         self.client = ToxiproxyClient(f"http://{self.host}:{self.port}")
         self._process.wait_until(lambda: self.client.version() is not None, "toxiproxy", timeout)
+
+    @property
+    def address(self) -> str:
+        """"HOST:PORT" of the API, as ``memsys.testing.network`` and chaos configs take it."""
+        return f"{self.host}:{self.port}"
+
+    def api(self, timeout: float = 5.0) -> Any:
+        """The toxiproxy-python client for this server, with timeouts and typed errors
+        (``memsys.testing.network.ToxiproxyAPI``)."""
+        from memsys.testing.network import ToxiproxyAPI
+
+        return ToxiproxyAPI(self.address, timeout=timeout)
 
     def stop(self) -> None:
         self._process.stop()
