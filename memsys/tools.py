@@ -1,6 +1,6 @@
 """Operator tools on store specs (``memsys.specs``): inspect, diff, repair and recover.
 
-    memsys inspect lmdb:data/lmdb                      count, samples, capabilities, size, health
+    memsys inspect lmdb:data/lmdb                      count, samples, capabilities, size, health, digest
     memsys diff lmdb:data/lmdb duckdb:data/items.duckdb
     memsys repair lmdb:data/lmdb duckdb:data/items.duckdb --dry-run
     memsys repair lmdb:data/lmdb duckdb:data/items.duckdb [--policy newest|a|b] [--delete-extra]
@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -28,6 +27,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from memsys.application.digests import DigestIndex, canonical
 from memsys.domain.errors import InvalidInputError, MemsysError
 from memsys.specs import StoreSpec, parse_named_spec, parse_spec
 
@@ -70,7 +70,7 @@ def _iter_items(store: Any) -> Iterator[Any]:
 
 
 def _canonical(item: Any) -> bytes:
-    return json.dumps(item.to_dict(), sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
+    return canonical(item)
 
 
 def _same_store(a: StoreSpec, b: StoreSpec) -> bool:
@@ -111,7 +111,7 @@ def inspect_store(spec: StoreSpec | str, *, sample: int = 5) -> dict[str, Any]:
     report: dict[str, Any] = {"spec": str(spec), "backend": spec.backend, "path": spec.path,
                               "server": spec.server, "on_disk_bytes": disk_usage(spec.path),
                               "healthy": False, "error": None, "count": None, "capabilities": [],
-                              "sample": []}
+                              "sample": [], "digest": None}
     store = None
     try:
         store = open_existing(spec)
@@ -122,6 +122,9 @@ def inspect_store(spec: StoreSpec | str, *, sample: int = 5) -> dict[str, Any]:
         report["count"] = counter() if callable(counter) else len(items)
         report["sample"] = [{"id": i.id, "type": i.memory_type.value, "version": i.version,
                              "bytes": len(_canonical(i))} for i in items[:sample]]
+        index = DigestIndex(256)
+        index.put_many(items)
+        report["digest"] = index.root()  # equal digests, equal stores: compare two inspects by eye
         if report["count"] != len(items):
             report["error"] = f"count() says {report['count']} items but a scan read {len(items)}"
         else:
@@ -152,6 +155,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     table.add_row("items", "-" if report["count"] is None else str(report["count"]))
     table.add_row("capabilities", ", ".join(report["capabilities"]) or "-")
     table.add_row("on disk", "-" if report["on_disk_bytes"] is None else _bytes(report["on_disk_bytes"]))
+    table.add_row("digest", report["digest"] or "-")
     console.print(table)
     if report["sample"]:
         samples = table_cls(title=f"first {len(report['sample'])} items by id")
@@ -194,64 +198,27 @@ class DiffReport:
         return data
 
 
-def _summaries(store: Any, buckets: int) -> tuple[list[bytes], list[dict[str, tuple[int, bytes]]], int]:
-    """One scan: per bucket, an order-free digest (XOR of entry hashes) and the (version, content
-    hash) of each id in it. Items are dropped as they are read; only these summaries are kept."""
-    digests = [bytes(32)] * buckets
-    entries: list[dict[str, tuple[int, bytes]]] = [{} for _ in range(buckets)]
-    count = 0
-    for item in _iter_items(store):
-        content = hashlib.blake2b(_canonical(item), digest_size=16).digest()
-        key = item.id.encode("utf-8", "surrogatepass")
-        bucket = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big") % buckets
-        entry = hashlib.sha256(key + b"\0" + str(item.version).encode() + b"\0" + content).digest()
-        digests[bucket] = bytes(x ^ y for x, y in zip(digests[bucket], entry))
-        entries[bucket][item.id] = (item.version, content)
-        count += 1
-    return digests, entries, count
-
-
 def digest_diff(store_a: Any, store_b: Any, buckets: int = 256) -> DiffReport:
-    """Compare two stores by digests: ids are hashed into ``buckets`` ranges, each side computes a
-    digest per bucket over (id, version, content hash), and only the buckets whose digests differ
-    are compared id by id.
+    """Compare two stores by digests (``memsys.application.digests``): ids are hashed into
+    ``buckets`` ranges, each side gets a digest per range over (id, version, content hash), and
+    only the ranges whose digests differ are compared id by id.
 
-    What this saves, honestly: the adapters have no range scans, so each side is still read once
-    in full (``iter_items()``); what is avoided is holding both stores' items and comparing every
-    id: items are reduced to small summaries as they are read, and item-by-item comparison happens
-    only in differing buckets. Against stores that could scan one hash range, the same digests
-    would let a caller read only the differing ranges. Changes nothing.
+    What this saves, honestly: a tool opens stores cold, with no digest index kept from their
+    commits, so each side is read once in full (``iter_items()``) to build one; what is avoided
+    is holding both stores' items and comparing every id: items are reduced to small entries as
+    they are read. A long-lived ``SyncManager`` keeps its indexes current from commits, and there
+    a comparison reads only the differing ids (benchmarks/sync_digest.py). Changes nothing.
     """
-    if isinstance(buckets, bool) or not isinstance(buckets, int) or not 1 <= buckets <= 1 << 20:
-        raise InvalidInputError(f"buckets must be an int from 1 to {1 << 20}, got {buckets!r}")
-    digests_a, entries_a, count_a = _summaries(store_a, buckets)
-    digests_b, entries_b, count_b = _summaries(store_b, buckets)
-    report = DiffReport(items_a=count_a, items_b=count_b, buckets=buckets)
-    for bucket in range(buckets):
-        if digests_a[bucket] == digests_b[bucket]:
-            continue
-        report.differing_buckets += 1
-        ours, theirs = entries_a[bucket], entries_b[bucket]
-        report.compared_items += len(ours) + len(theirs)
-        for item_id in ours.keys() | theirs.keys():
-            a, b = ours.get(item_id), theirs.get(item_id)
-            if a == b:
-                continue
-            report.versions[item_id] = (a and a[0], b and b[0])
-            if b is None:
-                report.only_a.append(item_id)
-            elif a is None:
-                report.only_b.append(item_id)
-            elif a[0] > b[0]:
-                report.newer_a.append(item_id)
-            elif a[0] < b[0]:
-                report.newer_b.append(item_id)
-            else:
-                report.conflicting.append(item_id)
-    for ids in (report.only_a, report.only_b, report.newer_a, report.newer_b, report.conflicting):
-        ids.sort()
-    report.versions = dict(sorted(report.versions.items()))
-    return report
+    from memsys.application.digests import check_buckets, compare
+
+    check_buckets(buckets)
+    index_a = DigestIndex.scan(store_a, buckets)
+    index_b = DigestIndex.scan(store_b, buckets)
+    found = compare(index_a, index_b)
+    return DiffReport(only_a=found.only_a, only_b=found.only_b, newer_a=found.newer_a, newer_b=found.newer_b,
+                      conflicting=found.conflicting, versions=found.versions, items_a=len(index_a),
+                      items_b=len(index_b), buckets=buckets, differing_buckets=found.differing_buckets,
+                      compared_items=found.compared_entries)
 
 
 def _open_pair(text_a: str, text_b: str) -> tuple[StoreSpec, StoreSpec]:
