@@ -24,6 +24,14 @@ _EXPORTS = {
     "random_item": "memsys.testing.samples",
     "AWKWARD_IDS": "memsys.testing.samples",
     "run_contract": "memsys.testing.verify",
+    "run_verify": "memsys.testing.verify",
+    "resolve_target": "memsys.testing.verify",
+    "AdapterTarget": "memsys.testing.verify",
+    "VerifyReport": "memsys.testing.verify",
+    "SECTIONS": "memsys.testing.verify",
+    "run_stateful_conformance": "memsys.testing.stateful",
+    "StatefulConformanceError": "memsys.testing.stateful",
+    "conformance_machine": "memsys.testing.stateful",
 }
 
 __all__ = list(_EXPORTS)
