@@ -101,7 +101,11 @@ class _Contract:
 
     def require(self, store: Any, capability: Capability) -> None:
         if capability not in _capabilities(store):
-            pytest.skip(f"{type(store).__name__} does not declare the {capability.value!r} capability")
+            # pytest's -rs shows where the skip was raised (a line of this file, shared by every
+            # check), so the reason names the check itself.
+            test = os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0].rsplit("::", 1)[-1] or "this check"
+            pytest.skip(f"{test}: {type(store).__name__} does not declare the {capability.value!r} capability "
+                        f"(declare it in `capabilities` to run this check)")
 
     def test_contract_is_not_silently_overridden(self) -> None:
         offenders = []
