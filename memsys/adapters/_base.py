@@ -13,14 +13,21 @@ An adapter implements a handful of primitives on its engine (``_get``,
   per-item before-images and restores them if the apply fails part way;
 * begin_transaction / prepare_commit / commit / rollback buffer the calling
   thread's writes in a WriteSet, so other threads never see them.
+
+Each adapter kind logs to its own logger, ``memsys.adapters.<backend>``. At DEBUG, every
+engine call under ``_call`` logs its store, operation, duration, outcome and transaction id,
+unless a MemoryManager's monitor made the call and logs it already
+(``memsys.observability.calls``); with DEBUG off this costs one cached level check.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, ClassVar, TypeVar
@@ -36,6 +43,7 @@ from memsys.domain.errors import (
 )
 from memsys.domain.model import MemoryItem, check_id
 from memsys.durable import PathLock
+from memsys.observability.calls import in_monitored_call
 from memsys.domain.operations import Delete, Operation, Put, Relate, Unrelate
 from memsys.domain.query import MemoryQuery
 from memsys.domain.writeset import ABSENT, WriteSet
@@ -149,8 +157,38 @@ class BaseMemoryStore:
         """Map a driver exception to a memsys error. Adapters override to classify."""
         return StoreError(f"{self.name}: {operation} failed: {type(exc).__name__}: {exc}", store=self.name)
 
+    @functools.cached_property
+    def _log(self) -> logging.Logger:
+        """This adapter kind's logger: ``memsys.adapters.<backend>``."""
+        return logging.getLogger(f"{log.name}.{self.backend}")
+
     def _call(self, operation: str, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn`` on the engine under the store lock; the one place driver errors are translated."""
+        if self._log.isEnabledFor(logging.DEBUG) and not in_monitored_call():
+            return self._logged_call(operation, fn, *args)
+        return self._engine_call(operation, fn, *args)
+
+    def _logged_call(self, operation: str, fn: Callable[..., T], *args: Any) -> T:
+        """``_call`` with its DEBUG line: store, operation, duration, outcome, transaction id."""
+        tx = self._bound_transaction()
+        current = self._coordinator.current() if tx is None and self._coordinator is not None else None
+        txid = tx.id if tx is not None else current.transaction_id if current is not None else None
+        started = time.perf_counter()
+        outcome, error = "ok", ""
+        try:
+            return self._engine_call(operation, fn, *args)
+        except BaseException as exc:
+            outcome, error = "error", f" error={type(exc).__name__}: {exc}"
+            raise
+        finally:
+            seconds = time.perf_counter() - started
+            self._log.debug("store=%s op=%s duration_ms=%.3f outcome=%s txid=%s%s", self.name, operation,
+                            seconds * 1000.0, outcome, txid or "-", error,
+                            extra={"memsys_store": self.name, "memsys_operation": operation,
+                                   "memsys_duration": seconds, "memsys_outcome": outcome,
+                                   "memsys_transaction_id": txid})
+
+    def _engine_call(self, operation: str, fn: Callable[..., T], *args: Any) -> T:
         if self._closed:
             raise StoreClosedError(f"{self.name}: {operation} on a closed store ({self.path})")
         try:
@@ -334,7 +372,7 @@ class BaseMemoryStore:
             self._apply(undo, True)
         except Exception:
             # Could not undo now: keep the compensating action and run it before the next write.
-            log.exception("%s: compensation failed; queued for the next write", self.name)
+            self._log.exception("%s: compensation failed; queued for the next write", self.name)
             self._pending_compensations.append(undo)
 
     def _run_pending_compensations(self) -> None:

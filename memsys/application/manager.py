@@ -43,28 +43,46 @@ The log holds the write, so it is never lost; what happens depends on the error.
 
   A store that refuses every write (damaged, read-only, closed) is not
   dead-lettered: it stays quarantined until it is repaired.
+
+Routing, breakers, monitoring
+-----------------------------
+``routing={memory type: stores, ..., "default": stores}`` (``memsys.application.routing``)
+decides where ``store(item)`` writes an item: all its routed stores in one transaction.
+``delete(id)`` removes it from every store that holds it; ``retrieve`` and ``search`` read
+the routed stores, passing over failing ones. Every call the manager makes on a store goes
+through the store's circuit breaker (``breakers=`` configures them per store) and its
+monitor: ``stats()`` reports item counts, latency histograms, error rates, breaker states
+and queue depths, ``register_metrics()`` exports them to Prometheus, and at DEBUG the
+logger ``memsys.adapters.<backend>`` gets a line per call. See docs/operating.md.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
-from collections.abc import Mapping, Sequence
-from typing import Any
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from memsys.adapters._base import BaseMemoryStore
 from memsys.adapters.foreign_store import as_participant
 from memsys.application.oplog import OperationLog
+from memsys.application.routing import RoutingTable
 from memsys.application.transactions import Coordinator, DeadLetterRetry, RecoveryReport, TransactionContext
 from memsys.application.txlog import CoordinatorLog, DeadLetter, MemoryLog, check_file_path
 from memsys.domain.errors import (
     CommitIncompleteError,
     InvalidInputError,
+    InvalidMemoryItemError,
     MemoryRetrievalError,
     MemoryStorageError,
     MemsysError,
     TransactionStateError,
 )
+from memsys.domain.query import MemoryQuery
+from memsys.observability.calls import StoreMonitor
+from memsys.observability.tracing import get_tracer
 from memsys.resilience.cache import ReadThroughCache
 from memsys.resilience.circuit_breaker import CircuitBreaker
 from memsys.resilience.degraded import ReconciliationQueue
@@ -73,6 +91,7 @@ from memsys.domain.operations import Delete, Put
 from memsys.durable import PathLock
 
 log = logging.getLogger("memsys.manager")
+T = TypeVar("T")
 
 
 class MemoryManager:
@@ -84,7 +103,9 @@ class MemoryManager:
                  fallback_store: str | None = None,
                  reconciliation_queue: str | os.PathLike[str] | None = None,
                  cache_capacity: int = 4096, cache_ttl: float | None = None,
-                 failure_threshold: int = 3, reset_timeout: float = 30.0) -> None:
+                 failure_threshold: int = 3, reset_timeout: float = 30.0,
+                 breakers: Mapping[str, CircuitBreaker | Mapping[str, Any]] | None = None,
+                 routing: Mapping[Any, Any] | None = None) -> None:
         self.adapters: dict[str, BaseMemoryStore] = {}
         for name, adapter in (adapters or {}).items():
             if not isinstance(name, str) or not name:
@@ -104,6 +125,12 @@ class MemoryManager:
             raise InvalidInputError(f"unknown stores {unknown}; this manager has {sorted(self.adapters)}")
         if isinstance(compact_records, bool) or not isinstance(compact_records, int) or compact_records < 1:
             raise InvalidInputError(f"compact_records must be a positive int, got {compact_records!r}")
+        #: Where ``store(item)`` writes an item (memsys.application.routing); default: every store.
+        self.routing = RoutingTable(routing, list(self.adapters))
+        #: One circuit breaker per store, on every path that reaches it (transactions included).
+        self.breakers = self._build_breakers(breakers or {}, failure_threshold, reset_timeout)
+        #: Depths of the queues stats() reports, by name (``register_queue``).
+        self._queues: dict[str, Callable[[], int]] = {}
         # The logs are checked and locked before anything is bound, so a refused manager changes nothing.
         txlog = CoordinatorLog(transaction_log) if transaction_log is not None else MemoryLog()
         oplog_path = check_file_path(operation_log, "operation_log") if operation_log is not None else None
@@ -118,16 +145,16 @@ class MemoryManager:
                             "lives, but a crash mid-commit cannot be recovered")
             if oplog_path is not None:  # released with the log, like the log's own lock
                 txlog.hold(PathLock.acquire(oplog_path, owner="MemoryManager operation_log"))
-            #: One circuit breaker per store (the guide's CircuitBreaker), used by the fallback paths.
-            self.breakers = {name: CircuitBreaker(failure_threshold, reset_timeout, name=name)
-                             for name in self.adapters}
             self.cache = ReadThroughCache(cache_capacity, cache_ttl)
             if reconciliation_queue is None and fallback_store is not None:
                 log.warning("degraded mode without reconciliation_queue: queued writes live only in memory")
             self.reconciliation = ReconciliationQueue(reconciliation_queue)
+            self.register_queue("reconciliation", self.reconciliation.__len__)
             self.coordinator = Coordinator(
                 self.adapters, txlog, operation_log=OperationLog(oplog_path) if oplog_path is not None else None,
-                compact_records=compact_records)
+                compact_records=compact_records, breakers=self.breakers)
+            #: Per store: breaker, latency histograms and outcome counts of every call (stats()).
+            self.monitors: dict[str, StoreMonitor] = self.coordinator.monitors
             for name, adapter in self.adapters.items():
                 adapter.name = name
                 adapter._coordinator = self.coordinator
@@ -174,28 +201,147 @@ class MemoryManager:
     # --- whole-item operations across stores, each one transaction
 
     def store(self, item: MemoryItem, stores: Sequence[str] | None = None) -> str:
-        """Store ``item`` in every one of ``stores`` (default: all), atomically."""
-        with self.with_transaction(stores) as tx:
+        """Store ``item`` in its routed stores (or in ``stores``), atomically: all of them or none.
+
+        Vector stores embed it while the transaction prepares; a store whose circuit is open
+        aborts the transaction at once (TransactionAbortedError caused by CircuitBreakerOpenError).
+        """
+        if not isinstance(item, MemoryItem):
+            raise InvalidMemoryItemError(f"store takes a MemoryItem, got {type(item).__name__}")
+        targets = list(stores) if stores is not None else self.routing.stores_for(item)
+        with self.with_transaction(targets) as tx:
             for adapter in tx.adapters.values():
                 adapter.store(item)
         return item.id
 
+    def route(self, item: MemoryItem) -> list[str]:
+        """The stores ``store(item)`` writes ``item`` to."""
+        return self.routing.stores_for(item)
+
     def delete(self, item_id: str, stores: Sequence[str] | None = None) -> bool:
-        """Delete ``item_id`` (and, in graph stores, its edges) from every store, atomically."""
+        """Delete ``item_id`` from every store that holds it (of ``stores``, default all), graph
+        edges that touch it included, atomically. A store that cannot say whether it holds the
+        item takes part anyway (a delete is idempotent), so its failure aborts the delete rather
+        than leave the item behind."""
         check_id(item_id)
-        with self.with_transaction(stores) as tx:
+        candidates = list(stores) if stores is not None else list(self.adapters)
+        holding = []
+        for name in candidates:
+            adapter = self._adapter(name)
+            try:
+                present = self.call(name, "retrieve", adapter.retrieve, item_id) is not None
+            except MemsysError as exc:
+                if isinstance(exc, InvalidInputError):
+                    raise
+                present = True
+            if present:
+                holding.append(name)
+        if not holding:
+            return False
+        with self.with_transaction(holding) as tx:
             found = [adapter.delete(item_id) for adapter in tx.adapters.values()]
         return any(found)
 
     def retrieve(self, item_id: str, store: str | None = None) -> MemoryItem | None:
-        """The item from ``store``, or from the first store by priority that has it."""
+        """The item from ``store``, or from the first store by priority that has it, passing over
+        failing stores (and open circuits). None when no store has it; MemoryRetrievalError when
+        it is nowhere to be found and some store could not answer."""
+        check_id(item_id)
         if store is not None:
-            return self._adapter(store).retrieve(item_id)
-        for name in self.store_priorities:
-            item = self.adapters[name].retrieve(item_id)
-            if item is not None:
-                return item
-        return None
+            return self.call(store, "retrieve", self._adapter(store).retrieve, item_id, span=True)
+        with self._span("memsys.retrieve"):
+            errors: dict[str, BaseException] = {}
+            for name in self.store_priorities:
+                try:
+                    item = self.call(name, "retrieve", self.adapters[name].retrieve, item_id, span=True)
+                except MemsysError as exc:
+                    if isinstance(exc, InvalidInputError):
+                        raise
+                    errors[name] = exc
+                    continue
+                if item is not None:
+                    return item
+            if errors:
+                raise MemoryRetrievalError(f"item {item_id!r} is in no store that answered; failed: "
+                                           + "; ".join(f"{n}: {e}" for n, e in errors.items()), errors)
+            return None
+
+    def search(self, query: Any = None) -> list[MemoryItem]:
+        """Items matching ``query`` (a MemoryQuery dict), read from the stores its memory types
+        are routed to: per route, the first store by priority that answers. Results are merged
+        by id (the newest version wins), ordered and limited as ``search`` does. A route none of
+        whose stores answers raises MemoryRetrievalError naming what failed."""
+        parsed = MemoryQuery.parse(query)
+        rank = {name: n for n, name in enumerate(self.store_priorities)}
+        with self._span("memsys.search"):
+            answers: dict[str, list[MemoryItem]] = {}
+            errors: dict[str, BaseException] = {}
+            for route in self.routing.routes_for(parsed.memory_types):
+                if any(name in answers for name in route.stores):
+                    continue  # a store of this route already answered (each holds the route's items)
+                for name in sorted(route.stores, key=lambda n: rank.get(n, len(rank))):
+                    if name in errors:
+                        continue
+                    try:
+                        answers[name] = self.call(name, "search", self.adapters[name].search, parsed, span=True)
+                        break
+                    except MemsysError as exc:
+                        if isinstance(exc, InvalidInputError):
+                            raise
+                        errors[name] = exc
+                else:
+                    raise MemoryRetrievalError(
+                        f"no store of route {route.describe()} answered the search: "
+                        + "; ".join(f"{n}: {errors[n]}" for n in route.stores if n in errors), errors)
+        newest: dict[str, MemoryItem] = {}
+        for items in answers.values():
+            for item in items:
+                if item.id not in newest or item.version > newest[item.id].version:
+                    newest[item.id] = item
+        return parsed.select(newest.values())
+
+    # --- the one way the manager calls a store: breaker, stats, DEBUG line, span
+
+    def call(self, store: str, operation: str, fn: Callable[..., T], *args: Any, span: bool = False,
+             **kwargs: Any) -> T:
+        """Run ``fn(*args, **kwargs)`` (a call on ``store``) through the store's circuit breaker and
+        monitor, as ``operation``: it fails fast with CircuitBreakerOpenError while the circuit is
+        open, and its latency and outcome show in ``stats()``, the metrics and the DEBUG log."""
+        monitor = self.monitors.get(store)
+        if monitor is None:
+            raise InvalidInputError(f"unknown store {store!r}; this manager has {sorted(self.adapters)}")
+        current = self.coordinator.current()
+        return monitor.call(operation, fn, *args, txid=current.transaction_id if current is not None else "",
+                            span=span, **kwargs)
+
+    def _span(self, name: str) -> Any:
+        """A span for a read across stores (a no-op, built for nothing, without an SDK)."""
+        tracer = self.coordinator.tracer
+        if not tracer.active:
+            return tracer.start_as_current_span(name)
+        current = self.coordinator.current()
+        return tracer.start_as_current_span(name, attributes={
+            "memsys.transaction_id": current.transaction_id if current is not None else ""})
+
+    def _build_breakers(self, config: Mapping[str, CircuitBreaker | Mapping[str, Any]], failure_threshold: int,
+                        reset_timeout: float) -> dict[str, CircuitBreaker]:
+        unknown = sorted(set(config) - set(self.adapters))
+        if unknown:
+            raise InvalidInputError(f"breakers for unknown stores {unknown}; this manager has {sorted(self.adapters)}")
+        breakers = {}
+        for name in self.adapters:
+            given = config.get(name)
+            if isinstance(given, CircuitBreaker):
+                breakers[name] = given
+                continue
+            options = dict(given or {})
+            bad = sorted(set(options) - {"failure_threshold", "reset_timeout"})
+            if bad:
+                raise InvalidInputError(f"breaker options for {name!r} may be failure_threshold and reset_timeout, "
+                                        f"got {bad}")
+            breakers[name] = CircuitBreaker(options.get("failure_threshold", failure_threshold),
+                                            options.get("reset_timeout", reset_timeout), name=name)
+        return breakers
 
     # --- the guide's fallback mechanisms
 
@@ -210,7 +356,7 @@ class MemoryManager:
         for name in stores or self.store_priorities:
             adapter = self._adapter(name)
             try:
-                item = self.breakers[name].execute(adapter.retrieve, item_id)
+                item = self.call(name, "retrieve", adapter.retrieve, item_id)
             except MemsysError as exc:
                 if isinstance(exc, InvalidInputError):
                     raise
@@ -232,7 +378,7 @@ class MemoryManager:
             if name is None:
                 continue
             try:
-                item = self.breakers[name].execute(self.adapters[name].retrieve, item_id)
+                item = self.call(name, "retrieve", self.adapters[name].retrieve, item_id)
             except MemsysError as exc:
                 if isinstance(exc, InvalidInputError):
                     raise
@@ -270,7 +416,7 @@ class MemoryManager:
         if self.fallback_store is None or self._try_store(self.fallback_store, item, errors) is None:
             raise MemoryStorageError(f"all stores failed to store {item.id!r}: "
                                      + "; ".join(f"{n}: {e}" for n, e in errors.items()), errors)
-        written = self.adapters[self.fallback_store].retrieve(item.id) or item
+        written = self._read_back(self.fallback_store, item)
         for name in [self.primary_store, *self.secondary_stores]:
             self.reconciliation.add(name, written)
         log.warning("degraded mode: %s stored in %s; %s queued for reconciliation", item.id,
@@ -279,7 +425,7 @@ class MemoryManager:
 
     def _try_store(self, name: str, item: MemoryItem, errors: dict[str, BaseException]) -> MemoryItem | None:
         try:
-            self.breakers[name].execute(self.adapters[name].store, item)
+            self.adapters[name].store(item)  # a transaction: its prepare passes the store's breaker
         except CommitIncompleteError:
             return item  # committed: the log holds it and recovery completes the store
         except MemsysError as exc:
@@ -288,7 +434,16 @@ class MemoryManager:
             errors[name] = exc
             log.error("store %s failed to store %s: %s", name, item.id, exc)
             return None
-        return self.adapters[name].retrieve(item.id)
+        return self._read_back(name, item)
+
+    def _read_back(self, name: str, item: MemoryItem) -> MemoryItem:
+        """The committed item as the store stamped it; the item itself if the read fails: the write
+        is committed, and a read-back that misses its deadline must not make the caller think it
+        failed (it would skip the other stores and the queue)."""
+        try:
+            return self.call(name, "retrieve", self.adapters[name].retrieve, item.id) or item
+        except MemsysError:
+            return item
 
     @property
     def degraded_mode(self) -> bool:
@@ -302,11 +457,11 @@ class MemoryManager:
         for entry in self.reconciliation.latest():
             adapter = self.adapters[entry.store]
             try:
-                current = self.breakers[entry.store].execute(adapter.retrieve, entry.item.id)
+                current = self.call(entry.store, "retrieve", adapter.retrieve, entry.item.id)
                 if current is not None and current.version >= entry.item.version:
                     skipped += 1  # the store has this write or a newer one: never go back in time
                 else:
-                    self.breakers[entry.store].execute(self.write_versions, entry.store, [entry.item])
+                    self.write_versions(entry.store, [entry.item])  # its prepare passes the breaker
                     applied += 1
                 finished.append(entry)
             except MemsysError as exc:
@@ -332,6 +487,85 @@ class MemoryManager:
     @property
     def metrics(self) -> dict[str, object]:
         return self.coordinator.metrics.snapshot()
+
+    # --- monitoring
+
+    def register_queue(self, name: str, depth: Callable[[], int]) -> None:
+        """Report ``depth()`` as queue ``name`` in stats() and the metrics. A bound method is held
+        weakly: the queue leaves the report when its owner is gone (a SyncManager registers
+        "sync" this way)."""
+        if not isinstance(name, str) or not name or not callable(depth):
+            raise InvalidInputError("register_queue takes a non-empty name and a callable returning the depth")
+        if inspect.ismethod(depth):
+            ref = weakref.WeakMethod(depth)
+
+            def weak_depth() -> int:
+                method = ref()
+                if method is None:
+                    raise LookupError(name)
+                return method()
+
+            self._queues[name] = weak_depth
+        else:
+            self._queues[name] = depth
+
+    def queue_depths(self) -> dict[str, int | None]:
+        """Depth of every registered queue (None for one that cannot say); "sync" is 0 while no
+        SyncManager has registered its queue."""
+        depths: dict[str, int | None] = {"sync": 0}
+        for name, depth in list(self._queues.items()):
+            try:
+                depths[name] = int(depth())
+            except LookupError:
+                self._queues.pop(name, None)
+            except Exception:
+                log.debug("queue %s could not report its depth", name, exc_info=True)
+                depths[name] = None
+        return depths
+
+    def stats(self, *, count_items: bool = True) -> dict[str, Any]:
+        """What an operator watches, per store and in all::
+
+            {"stores": {name: {"backend", "items", "breaker": {"state", "failures", "opened", ...},
+                               "quarantined", "calls", "errors", "rejected", "error_rate",
+                               "operations": {op: {"calls", "ok", "error", "invalid", "rejected",
+                                                   "error_rate", "latency": {"buckets": [(le, n)...],
+                                                   "sum", "count", "p50", "p99"}}}}},
+             "queues": {"reconciliation": n, "sync": n, ...},
+             "transactions": {counter: n},
+             "routing": [route, ...]}
+
+        ``items`` is the store's count (through its breaker: None, with ``items_error``, when
+        it cannot answer); ``count_items=False`` skips counting (a scrape that must not touch
+        the stores)."""
+        quarantined = self.coordinator.quarantined
+        stores: dict[str, Any] = {}
+        for name, monitor in self.monitors.items():
+            adapter = self.adapters[name]
+            entry: dict[str, Any] = {"backend": getattr(adapter, "backend", type(adapter).__name__), "items": None}
+            counter = getattr(adapter, "count", None)
+            if count_items and callable(counter):
+                try:
+                    entry["items"] = self.call(name, "count", counter)
+                except Exception as exc:  # a third-party store may fail untyped: report it, never fail stats()
+                    entry["items_error"] = f"{type(exc).__name__}: {exc}"
+            elif count_items:
+                entry["items_error"] = "the store cannot count its items"
+            entry["breaker"] = monitor.breaker.snapshot()
+            entry["quarantined"] = quarantined.get(name)
+            entry.update(monitor.snapshot())
+            stores[name] = entry
+        counters = self.coordinator.metrics.snapshot()["counters"]
+        return {"stores": stores, "queues": self.queue_depths(), "transactions": dict(counters),
+                "routing": self.routing.describe()}
+
+    def register_metrics(self, registry: Any = None, *, prefix: str = "memsys") -> Any:
+        """Export stats() as Prometheus metrics through prometheus_client (the ``metrics`` extra)
+        in ``registry`` (default: prometheus_client's global one); returns the collector
+        (``registry.unregister(collector)`` removes it). Values are read when scraped."""
+        from memsys.observability.prometheus import register
+
+        return register(self, registry, prefix=prefix)
 
     def close(self) -> None:
         """Checkpoint the log (so the next open has nothing to redo but what a store still lacks),

@@ -295,8 +295,8 @@ class QueryRouter:
 
     def _task(self, name: str, kind: str, routing: dict[str, Any], filters: MemoryQuery) -> Callable[[], Any]:
         adapter = self.manager._adapter(name)
-        breaker = self.manager.breakers[name]
-        return lambda: breaker.execute(self._ask, adapter, kind, routing, filters)
+        # Through the manager's guarded call: breaker, timing, DEBUG line and span in one place.
+        return lambda: self.manager.call(name, "query", self._ask, adapter, kind, routing, filters)
 
     def _ask(self, adapter: Any, kind: str, routing: dict[str, Any], filters: MemoryQuery) -> list[Any]:
         if kind == "vector":

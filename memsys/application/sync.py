@@ -335,6 +335,7 @@ class SyncManager:
         self._worker: threading.Thread | None = None
         self._closed = False
         manager.coordinator.listeners.append(self._on_commit)
+        manager.register_queue("sync", self.queue_depth)  # stats() and the metrics show its depth
 
     # --- digests
 

@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any
 
 from memsys.application.txlog import DeadLetter
 from memsys.domain.errors import (
+    CircuitBreakerOpenError,
     CommitIncompleteError,
     ConflictError,
     CorruptStoreError,
@@ -66,8 +67,10 @@ from memsys.domain.errors import (
 from memsys.domain.model import from_epoch_us, trusted_item
 from memsys.domain.operations import Delete, Operation, Put, decode_op, encode_op, op_key
 from memsys.durable import os_error
+from memsys.observability.calls import StoreMonitor
 from memsys.observability.metrics import Metrics
 from memsys.observability.tracing import get_tracer
+from memsys.resilience.circuit_breaker import CircuitBreaker, CircuitState
 from memsys.resilience.retry import retry_with_backoff
 
 if TYPE_CHECKING:
@@ -113,6 +116,8 @@ class RecoveryReport:
     dead_lettered: list[DeadLetter] = dataclasses.field(default_factory=list)
     #: Dead letters waiting for an operator after this recovery (retry or discard them).
     dead_letters: int = 0
+    #: The error behind each entry of ``failed_stores``.
+    errors: dict[str, BaseException] = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:
@@ -145,6 +150,8 @@ class _Pending:
     error: BaseException | None = None
     #: The stores that failed to apply it, with their errors.
     failed: dict[str, BaseException] = dataclasses.field(default_factory=dict)
+    #: The trace context of its commit span (None without an SDK): its applies are children of it.
+    trace_context: Any = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,7 +168,8 @@ class Coordinator:
 
     def __init__(self, stores: Mapping[str, BaseMemoryStore], log_: CoordinatorLog, *,
                  operation_log: OperationLog | None = None, compact_records: int = 20_000,
-                 compact_bytes: int = 64 << 20, apply_attempts: int = 3, commit_delay: float = 0.0003) -> None:
+                 compact_bytes: int = 64 << 20, apply_attempts: int = 3, commit_delay: float = 0.0003,
+                 breakers: Mapping[str, CircuitBreaker] | None = None) -> None:
         self.stores = dict(stores)
         self.log = log_
         self.operation_log = operation_log
@@ -171,6 +179,11 @@ class Coordinator:
         self.commit_delay = commit_delay
         self.metrics = Metrics()
         self.tracer = get_tracer()
+        #: Every call on a store goes through its monitor: its circuit breaker, latency and
+        #: outcome counts, DEBUG line (memsys.observability.calls).
+        self.monitors: dict[str, StoreMonitor] = {
+            name: StoreMonitor(name, store, (breakers or {}).get(name) or CircuitBreaker(name=name), self.tracer)
+            for name, store in self.stores.items()}
         #: Called with each group's operations by store, before and after the stores apply them.
         self.listeners: list[Callable[[dict[str, list[Operation]]], None]] = []
         #: Testing hook: called with each name in STEPS as the protocol passes it.
@@ -251,18 +264,17 @@ class Coordinator:
             prepared: dict[str, list[Operation]] = {}
             for name in stores:
                 self._ensure_available(name, transaction_id)
-                with self.tracer.start_as_current_span("memsys.transaction.prepare",
-                                                       attributes={"memsys.store": name}):
+                monitor = self.monitors[name]
+                with self.tracer.start_as_current_span("memsys.transaction.prepare", attributes={
+                        "memsys.store": name, "memsys.transaction_id": transaction_id}):
                     try:
-                        prepared[name] = self.stores[name].prepare_ops(ops_by_store[name])
+                        prepared[name] = monitor.call("prepare", self.stores[name].prepare_ops, ops_by_store[name],
+                                                      txid=transaction_id)
                     except MemsysError as exc:
-                        self.metrics.incr("aborted")
-                        log.info("transaction %s aborted: prepare failed on %s: %s", transaction_id, name, exc)
-                        raise TransactionAbortedError(
-                            f"transaction {transaction_id} rolled back: store {name!r} failed to prepare: {exc}",
-                            transaction_id=transaction_id, store=name) from exc
+                        raise self._abort(transaction_id, name, exc) from exc
             self._hook("after_prepare")
             entry = self._decide(transaction_id, start_lsn, prepared, check_conflicts, stamp)
+            entry.trace_context = self.tracer.context()
             span.set_attribute("memsys.lsn", entry.lsn)
             self._run_until_done(entry)
             if isinstance(entry.error, CommitIncompleteError) and entry.failed \
@@ -274,6 +286,23 @@ class Coordinator:
             self.metrics.incr("committed")
             log.debug("transaction %s committed at lsn %d on %s", transaction_id, entry.lsn, stores)
             return entry.lsn
+
+    def _abort(self, transaction_id: str, name: str, exc: MemsysError, *,
+               waiting: bool = False) -> TransactionAbortedError:
+        """The error of a transaction rolled back because store ``name`` refused to prepare: its
+        breaker was open (fast, nothing reached the store) or the store failed."""
+        self.metrics.incr("aborted")
+        if isinstance(exc, CircuitBreakerOpenError):
+            self.metrics.incr("aborted_circuit_open")
+            log.debug("transaction %s aborted: the circuit of store %s is open", transaction_id, name)
+            why = f"{'is waiting for recovery and ' if waiting else ''}has its circuit breaker open ({exc})"
+        else:
+            log.info("transaction %s aborted: prepare failed on %s: %s", transaction_id, name, exc)
+            why = f"failed to prepare: {exc}"
+        error = TransactionAbortedError(f"transaction {transaction_id} rolled back: store {name!r} {why}",
+                                        transaction_id=transaction_id, store=name)
+        error.transient = bool(getattr(exc, "transient", False))  # re-running it may succeed
+        return error
 
     def _decide(self, transaction_id: str, start_lsn: int, prepared: dict[str, list[Operation]],
                 check_conflicts: bool, stamp: bool = True) -> _Pending:
@@ -336,8 +365,9 @@ class Coordinator:
         logged = False
         try:
             try:
-                with self.tracer.start_as_current_span("memsys.transaction.log",
-                                                       attributes={"memsys.group": len(batch)}):
+                with self.tracer.start_as_current_span("memsys.transaction.log", attributes={
+                        "memsys.group": len(batch), "memsys.transaction_id": batch[0].transaction_id,
+                        "memsys.transaction_ids": [e.transaction_id for e in batch]}):
                     records = [{"t": "commit", "lsn": e.lsn, "txid": e.transaction_id,
                                 "ops": {n: [encode_op(op) for op in ops] for n, ops in e.ops.items()}}
                                for e in batch]
@@ -352,7 +382,8 @@ class Coordinator:
                         by_store[name].extend(ops)
                 self._notify(by_store)
                 # Handed to the workers before the log is released, so every store sees groups in log order.
-                futures = {self._worker(name).submit(by_store[name]): name for name in sorted(by_store)}
+                futures = {self._worker(name).submit(by_store[name], [e for e in batch if name in e.ops]): name
+                           for name in sorted(by_store)}
             except Exception as exc:
                 # Nothing of the group is in the log (an append is all or nothing, cut back on
                 # failure), so none of it can ever be redone: every transaction is rolled back.
@@ -471,13 +502,31 @@ class Coordinator:
             worker = self._workers[name] = _StoreWorker(self, name)
         return worker
 
-    def _apply_with_retry(self, name: str, ops: list[Operation]) -> None:
+    def _apply_with_retry(self, name: str, ops: list[Operation], entries: Sequence[_Pending] = ()) -> None:
         if name in self._quarantined:  # an earlier group failed here: later ones must wait for recovery
             raise StoreUnavailableError(f"store {name!r} is quarantined: {self._quarantined[name]}", store=name)
-        # Applies are idempotent, so transient failures are retried (10 ms, then 40 ms, ...).
-        apply = retry_with_backoff(self.apply_attempts, initial_backoff=0.01, backoff_multiplier=4,
-                                   jitter=0.0)(self.stores[name].apply_prepared)
-        with self.tracer.start_as_current_span("memsys.transaction.apply", attributes={"memsys.store": name}):
+        txids = [e.transaction_id for e in entries]
+        txid = ",".join(txids)
+        monitor = self.monitors[name]
+
+        def attempt(ops: list[Operation], durable: bool) -> None:
+            monitor.call("apply", self.stores[name].apply_prepared, ops, durable=durable, txid=txid, breaker="none")
+
+        # Applies are idempotent, so transient failures are retried (10 ms, then 40 ms, ...). The
+        # breaker admits the apply and counts its outcome once, retries included: an open circuit
+        # quarantines the store at once (recovery redoes the apply), and one failing apply is one failure.
+        retried = retry_with_backoff(self.apply_attempts, initial_backoff=0.01, backoff_multiplier=4,
+                                     jitter=0.0)(attempt)
+
+        def apply(ops: list[Operation], durable: bool) -> None:
+            monitor.guard(retried, ops, durable, trips=_trips_breaker)
+        # A child of its transaction's commit span (the first of the group's, linked to the others').
+        contexts = [e.trace_context for e in entries if e.trace_context is not None]
+        with self.tracer.start_as_current_span(
+                "memsys.transaction.apply", attributes={"memsys.store": name,
+                                                        "memsys.transaction_id": txids[0] if txids else "",
+                                                        "memsys.transaction_ids": txids},
+                parent=contexts[0] if contexts else None, links=contexts[1:]):
             try:
                 apply(ops, durable=not self.log.durable)
             except MemsysError as exc:
@@ -500,13 +549,25 @@ class Coordinator:
     def _ensure_available(self, name: str, transaction_id: str) -> None:
         if name not in self._quarantined:
             return
-        report = self.recover(stores=[name])
+        breaker = self.monitors[name].breaker
+        if breaker.state is CircuitState.OPEN:  # fail fast: no recovery attempt, no log line above DEBUG
+            try:
+                breaker.admit()
+            except CircuitBreakerOpenError as exc:
+                self.monitors[name]._stats("recover").record("rejected", None)
+                raise self._abort(transaction_id, name, exc, waiting=True) from exc
+            breaker.release_probe()  # the timeout ran out meanwhile: the recovery below is the probe
+        report = self.recover(stores=[name], guarded=True)
         if name in report.failed_stores:
+            cause = report.errors.get(name) or StoreUnavailableError(report.failed_stores[name], store=name)
+            if isinstance(cause, CircuitBreakerOpenError):
+                raise self._abort(transaction_id, name, cause, waiting=True) from cause
             self.metrics.incr("aborted")
-            raise TransactionAbortedError(
+            error = TransactionAbortedError(
                 f"transaction {transaction_id} rolled back: store {name!r} is waiting for recovery "
-                f"({report.failed_stores[name]})", transaction_id=transaction_id, store=name) \
-                from StoreUnavailableError(report.failed_stores[name], store=name)
+                f"({report.failed_stores[name]})", transaction_id=transaction_id, store=name)
+            error.transient = bool(getattr(cause, "transient", False))
+            raise error from cause
 
     def _settle(self, entry: _Pending) -> BaseException | None:
         """A store refused ``entry`` for good at apply: isolate the refused operations now (recovery
@@ -565,12 +626,16 @@ class Coordinator:
 
     # ------------------------------------------------------------------ recovery and compaction
 
-    def recover(self, stores: Sequence[str] | None = None) -> RecoveryReport:
-        """Redo every commit after the last checkpoint, in LSN order, on ``stores`` (default all)."""
-        with self._leadership():
-            return self._recover(stores)
+    def recover(self, stores: Sequence[str] | None = None, *, guarded: bool = False) -> RecoveryReport:
+        """Redo every commit after the last checkpoint, in LSN order, on ``stores`` (default all).
 
-    def _recover(self, stores: Sequence[str] | None) -> RecoveryReport:
+        ``guarded``: each store's circuit breaker admits its recovery (automatic recovery before a
+        transaction); otherwise it is an operator's explicit call, made whatever the circuit says,
+        and a store it completes has its circuit closed."""
+        with self._leadership():
+            return self._recover(stores, guarded=guarded)
+
+    def _recover(self, stores: Sequence[str] | None, *, guarded: bool = True) -> RecoveryReport:
         """``recover`` for a caller that holds leadership."""
         started = time.perf_counter()
         report = RecoveryReport()
@@ -594,9 +659,12 @@ class Coordinator:
             for name in targets:
                 commits = self._commits_for(name, scan.commits)
                 try:
-                    report.dead_lettered.extend(self._redo(name, commits) or ())
+                    dead = self.monitors[name].call("recover", self._redo, name, commits,
+                                                    breaker="guard" if guarded else "force", trips=_trips_breaker)
+                    report.dead_lettered.extend(dead or ())
                 except Exception as exc:
                     report.failed_stores[name] = f"{type(exc).__name__}: {exc}"
+                    report.errors[name] = exc
                     with self._cv:
                         self._quarantined[name] = report.failed_stores[name]
                         self._remember(name, commits)
@@ -642,8 +710,13 @@ class Coordinator:
         Operations already waiting in the dead-letter file are skipped.
         """
         store = self.stores[name]
+        monitor = self.monitors[name]
+
+        def redo_apply(ops: list[Operation], durable: bool) -> None:  # the enclosing "recover" call holds the breaker
+            monitor.call("apply", store.apply_prepared, ops, durable=durable, breaker="none")
+
         apply = retry_with_backoff(self.apply_attempts, initial_backoff=0.01, backoff_multiplier=4,
-                                   jitter=0.0)(store.apply_prepared)
+                                   jitter=0.0)(redo_apply)
         waiting = self.log.dead_letters.ids(name)
         dead: list[DeadLetter] = []
         batch: list[_RedoOp] = []
@@ -664,7 +737,7 @@ class Coordinator:
                 batch = []
         if batch:
             self._apply_isolating(name, apply, batch, dead)
-        store.flush()
+        monitor.call("flush", store.flush, breaker="none")
         return dead
 
     def _apply_isolating(self, name: str, apply: Callable[..., None], entries: list[_RedoOp],
@@ -713,7 +786,7 @@ class Coordinator:
         """Flush every store, then replace the log by a checkpoint followed by every commit some store
         still lacks (caller holds leadership). A store that cannot flush stops the compaction."""
         for name in sorted(self.stores):
-            self.stores[name].flush()
+            self.monitors[name].call("flush", self.stores[name].flush, breaker="none")
         with self._cv:
             carried: dict[int, dict[str, Any]] = {}
             for name, unapplied in sorted(self._unapplied.items()):
@@ -840,13 +913,14 @@ class _StoreWorker:
     def __init__(self, coordinator: Coordinator, name: str) -> None:
         self._coordinator = coordinator
         self._name = name
-        self._queue: queue.SimpleQueue[tuple[list[Operation], Future] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[list[Operation], Sequence[_Pending], Future] | None] = \
+            queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=f"memsys-apply-{name}", daemon=True)
         self._thread.start()
 
-    def submit(self, ops: list[Operation]) -> Future:
+    def submit(self, ops: list[Operation], entries: Sequence[_Pending] = ()) -> Future:
         future: Future = Future()
-        self._queue.put((ops, future))
+        self._queue.put((ops, entries, future))
         return future
 
     def _run(self) -> None:
@@ -854,9 +928,9 @@ class _StoreWorker:
             job = self._queue.get()
             if job is None:
                 return
-            ops, future = job
+            ops, entries, future = job
             try:
-                self._coordinator._apply_with_retry(self._name, ops)
+                self._coordinator._apply_with_retry(self._name, ops, entries)
             except BaseException as exc:
                 future.set_exception(exc)
             else:
@@ -865,6 +939,13 @@ class _StoreWorker:
     def stop(self) -> None:
         self._queue.put(None)
         self._thread.join(timeout=30)
+
+
+def _trips_breaker(exc: BaseException) -> bool:
+    """Whether an apply or recovery error says the store is unwell (and so counts toward its circuit
+    breaker): an operation the store refuses for good says nothing about the store (it is isolated
+    and dead-lettered while the store goes on)."""
+    return not _refused_for_good(exc)
 
 
 def _stamp(op: Operation, lsn: int) -> Operation:

@@ -6,6 +6,11 @@ seconds have passed on a monotonic clock. HALF_OPEN: exactly one probe call is
 let through; its success closes the circuit, its failure opens it again.
 Thread-safe. Only failures of the store trip it: a caller's bad input, a
 missing item or a transaction conflict says nothing about the store's health.
+
+A MemoryManager keeps one per store and puts it on every path that reaches the
+store (prepare, apply, recovery, reads; see ``memsys.observability.calls``);
+``MemoryManager(breakers={"kuzu": {"failure_threshold": 5, "reset_timeout": 10}})``
+configures them per store.
 """
 
 from __future__ import annotations
@@ -65,8 +70,11 @@ class CircuitBreaker:
     def failure_count(self) -> int:
         return self._failures
 
-    def _admit(self) -> bool:
-        """Let a call through or raise; True when the call is the half-open probe."""
+    def admit(self) -> bool:
+        """Let a call through or raise CircuitBreakerOpenError; True when the call is the half-open
+        probe (then exactly one of record_success / record_failure / release_probe must follow)."""
+        if self._state is CircuitState.CLOSED:  # the hot path: no lock (a racing open lets one call by)
+            return False
         with self._lock:
             if self._state is CircuitState.OPEN:
                 waited = self._clock() - self._opened_at
@@ -84,7 +92,14 @@ class CircuitBreaker:
                 return True
             return False
 
+    def release_probe(self) -> None:
+        """The probe ended without a verdict on the store (interrupted): let the next call probe."""
+        with self._lock:
+            self._probe_running = False
+
     def record_success(self, probe: bool = False) -> None:
+        if not probe and not self._failures:  # the hot path: nothing to reset, no lock
+            return
         with self._lock:
             if probe:
                 self._probe_running = False
@@ -102,7 +117,7 @@ class CircuitBreaker:
                 self.opened += 1
 
     def execute(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        probe = self._admit()
+        probe = self.admit()
         try:
             result = func(*args, **kwargs)
         except NOT_STORE_FAILURES:
@@ -114,8 +129,7 @@ class CircuitBreaker:
             raise
         except BaseException:
             if probe:
-                with self._lock:
-                    self._probe_running = False
+                self.release_probe()
             raise
         self.record_success(probe)
         return result
@@ -126,6 +140,11 @@ class CircuitBreaker:
             return self.execute(func, *args, **kwargs)
 
         return guarded
+
+    def snapshot(self) -> dict[str, Any]:
+        """State, consecutive failures and times opened, for stats() and metrics."""
+        return {"state": self.state.value, "failures": self._failures, "opened": self.opened,
+                "failure_threshold": self.failure_threshold, "reset_timeout": self.reset_timeout}
 
     def reset(self) -> None:
         with self._lock:

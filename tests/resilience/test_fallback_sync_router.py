@@ -77,6 +77,7 @@ def test_degraded_writes_go_to_the_fallback_and_reconcile_without_going_back_in_
     assert manager.degraded_mode and manager.adapters["tinydb"].retrieve("item-00001").content == "v2"
     assert manager.adapters["lmdb"].retrieve("item-00001") is None
     faults.remove()
+    manager.recover()  # lmdb is back: recovery completes it and closes its circuit
     manager.adapters["lmdb"].store(sample_item(2, content="newer, written directly"))  # recovers lmdb first
     assert manager.adapters["lmdb"].retrieve("item-00001").content == "v1"
     report = manager.reconcile()
