@@ -73,19 +73,14 @@ def test_opening_against_a_stalled_server_fails_promptly(chroma_server, toxiprox
 
 SEED = 8
 
-#: The memsys defect test_a_write_whose_read_back_misses_its_deadline_is_not_left_half_done pins
-#: down. The bandwidth downstream row meets it when the breaker's half-open probe is a write: the
-#: write's small answers pass the trickle, its 4 KB read-back does not. Whether the probe is a write
-#: depends on timing, so that row is allowed to fail (not strict) until the defect is fixed.
-READ_BACK_DEFECT = ("memsys defect: MemoryManager._try_store reads the item back after the primary committed it, "
-                    "outside any error handling; when that read misses its deadline, store_with_degraded_mode "
-                    "raises with the item in Chroma only: LMDB neither written nor queued (partial)")
+#: Once a defect: MemoryManager._try_store read the item back after the primary committed it outside
+#: any error handling, so a read-back that missed its deadline left the item in Chroma only (LMDB
+#: neither written nor queued). The bandwidth downstream row met it when the half-open probe was a
+#: write; test_a_write_whose_read_back_misses_its_deadline_is_not_left_half_done pins it down.
 
 
 def _row_params() -> list:
-    return [pytest.param(f, id=f.name.replace(" ", "-"),
-                         marks=[pytest.mark.xfail(reason=READ_BACK_DEFECT)] if f.name == "bandwidth downstream" else [])
-            for f in matrix(quick=True, deadline=QUICK.deadline)]
+    return [pytest.param(f, id=f.name.replace(" ", "-")) for f in matrix(quick=True, deadline=QUICK.deadline)]
 
 
 def _run(chroma_server, toxiproxy, tmp_path, rows, **kwargs):
@@ -144,7 +139,6 @@ def test_degraded_writes_that_are_never_reconciled_are_found_by_the_history_chec
     assert "history: lost" in result.detail
 
 
-@pytest.mark.xfail(strict=True, reason=READ_BACK_DEFECT + ". Remove this mark (and the row's) with the fix.")
 def test_a_write_whose_read_back_misses_its_deadline_is_not_left_half_done(chroma_server, toxiproxy,
                                                                           tmp_path) -> None:
     # 1 KB/s downstream: the write's own answers are small and arrive; reading the 4 KB item back

@@ -32,6 +32,15 @@ _EXPORTS = {
     "run_stateful_conformance": "memsys.testing.stateful",
     "StatefulConformanceError": "memsys.testing.stateful",
     "conformance_machine": "memsys.testing.stateful",
+    "FaultPlan": "memsys.testing.port_faults",
+    "FaultEvent": "memsys.testing.port_faults",
+    "InjectedCrash": "memsys.testing.port_faults",
+    "wrap_store": "memsys.testing.port_faults",
+    "unwrap": "memsys.testing.port_faults",
+    "live_plans": "memsys.testing.port_faults",
+    "check_all_or_nothing": "memsys.testing.history",
+    "check_registers": "memsys.testing.history",
+    "check_transactions": "memsys.testing.history",
 }
 
 __all__ = list(_EXPORTS)

@@ -40,6 +40,8 @@ def pytest_configure(config: Any) -> None:
 def pytest_runtest_makereport(item: Any, call: Any) -> Any:
     outcome = yield
     report = outcome.get_result()
+    if report.failed:
+        _add_fault_replay(report)
     if report.skipped and item.get_closest_marker("server") is not None and servers_required() \
             and not hasattr(report, "wasxfail"):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
@@ -47,3 +49,15 @@ def pytest_runtest_makereport(item: Any, call: Any) -> Any:
             return  # a skip for another reason (an undeclared capability) stays a skip
         report.outcome = "failed"
         report.longrepr = f"a server test was skipped where servers are required (CI): {reason}"
+
+
+def _add_fault_replay(report: Any) -> None:
+    """A failing test that ran port faults says how to replay them: the seed decides every fault."""
+    import sys
+
+    module = sys.modules.get("memsys.testing.port_faults")
+    if module is None:
+        return
+    hints = [plan.replay_hint() for plan in module.live_plans() if plan.fired]
+    if hints:
+        report.sections.append(("fault plans (replay)", "\n".join(dict.fromkeys(hints))))
