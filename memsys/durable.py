@@ -25,6 +25,7 @@ the log restarts. On open the snapshot is loaded and newer records replayed.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -117,7 +118,11 @@ class PathLock:
     def release(self) -> None:
         fd, self._fd = self._fd, None
         if fd is not None:
-            os.close(fd)  # closing the last descriptor drops the flock
+            # Closing the last descriptor drops the flock. Linux frees the descriptor even when
+            # close reports an error (EIO on a file system that went away): nothing is left held,
+            # and raising here would hide the error that made the caller release the lock.
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     def __enter__(self) -> PathLock:
         return self

@@ -175,7 +175,11 @@ def _run_child(calls: Sequence[Any], timeout: float, rss_limit: int, address_spa
                 pass
             return _collect(proc, len(calls), timeout, rss_limit, startup_timeout, stderr_path)
         finally:
-            if proc.poll() is None:
+            # The child leaves by os._exit right after its last answer; give it a moment to finish
+            # (coverage saves its data there) before killing one that is really stuck.
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
                 _kill(proc)
             if proc.stdout is not None:
                 proc.stdout.close()
