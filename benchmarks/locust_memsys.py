@@ -14,6 +14,9 @@ Options (each also an environment variable, MEMSYS_LOCUST_<NAME>):
                             thresholds; breaking one makes the exit status 1
     --fault-rate P          memsys FaultInjector: reads, scans and writes fail transiently (and,
                             with --fault-delay-ms, are delayed) with probability P
+    --port-faults RULES     memsys.testing.port_faults wrappers around every store, seeded by --seed:
+                            METHOD=KIND[:PROBABILITY[:SECONDS]],... with KIND transient, permanent
+                            or latency, e.g. retrieve=latency:0.2:0.005,store=transient:0.05
     --toxiproxy URL --toxiproxy-proxy NAME --toxic-latency-ms MS
                             a latency toxic on a Toxiproxy proxy for the run (a Chroma server
                             behind it: --store chroma+http://PROXY_HOST:PROXY_PORT)
@@ -52,6 +55,43 @@ import ycsb
 log = logging.getLogger("memsys.locust")
 
 
+#: What an adapter imports when it opens, beyond its own module (Chroma's client imports lazily).
+ENGINE_MODULES = {"chroma": ("chromadb", "chromadb.api.fastapi", "chromadb.telemetry.product.posthog"),
+                  "lmdb": ("lmdb",), "duckdb": ("duckdb",), "kuzu": ("kuzu",), "faiss": ("faiss",),
+                  "networkx": ("networkx",), "tinydb": ("tinydb",)}
+
+
+def _preimport(argv: list[str]) -> None:
+    """Import the named stores' engines while this file loads, before locust builds its runner.
+
+    A memsys call never yields to gevent, and neither does an import: importing Chroma's client
+    takes seconds on a busy machine, and done in a worker's first user it stalls the worker's
+    heartbeats until the master drops it as missing (seen: "failed to send heartbeat"). Here,
+    before any runner exists, nothing is waiting. A spec that does not parse is left for --store's
+    own error later."""
+    import importlib
+
+    spec = os.environ.get("MEMSYS_LOCUST_STORE", "")
+    for n, arg in enumerate(argv):
+        if arg == "--store" and n + 1 < len(argv):
+            spec = argv[n + 1]
+        elif arg.startswith("--store="):
+            spec = arg.split("=", 1)[1]
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        try:
+            backend = ycsb.parse_spec(part)[0]
+            from memsys.adapters import adapter_class
+
+            adapter_class(backend)
+            for module in ENGINE_MODULES.get(backend, ()):
+                importlib.import_module(module)
+        except (ValueError, KeyError, ImportError) as exc:
+            log.debug("not pre-imported for %r: %s", part, exc)
+
+
+_preimport(sys.argv)
+
+
 class Process:
     """What one locust process holds: its store (or manager), histograms, the stress state."""
 
@@ -59,6 +99,7 @@ class Process:
         self.store: Any = None
         self.manager: Any = None
         self.faults: Any = None
+        self.plan: Any = None  # the memsys.testing.port_faults plan (--port-faults)
         self.options: Any = None
         self.hists: dict[str, ycsb.LogHistogram] = {}
         self.window = ycsb.LogHistogram()  # this stress step's latencies (all operations)
@@ -107,6 +148,8 @@ def _arguments(parser: Any) -> None:
     _option(parser, "--max-p99-ms", type=float, default=0.0, help="exit status 1 above this p99 (0: off)")
     _option(parser, "--fault-rate", type=float, default=0.0, help="probability of an injected transient fault")
     _option(parser, "--fault-delay-ms", type=float, default=0.0, help="injected delay (with --fault-rate)")
+    _option(parser, "--port-faults", default="",
+            help="port fault wrappers: METHOD=KIND[:PROBABILITY[:SECONDS]],... (KIND transient|permanent|latency)")
     _option(parser, "--toxiproxy", default="", help="Toxiproxy API, e.g. http://127.0.0.1:8474")
     _option(parser, "--toxiproxy-proxy", default="", help="the proxy to add the latency toxic to")
     _option(parser, "--toxic-latency-ms", type=int, default=0, help="latency toxic (ms) for the run")
@@ -138,7 +181,7 @@ def _open_target(options: Any) -> None:
             root = os.environ.get("MEMSYS_LOCUST_DIR") or tempfile.mkdtemp(prefix="memsys-locust-txn-")
             specs = [f"lmdb:{root}/lmdb?sync=false", f"duckdb:{root}/items.duckdb?sync=false",
                      f"kuzu:{root}/graph.kuzu"]
-        stores = {ycsb.parse_spec(s)[0]: ycsb.open_spec(s) for s in specs}
+        stores = {ycsb.parse_spec(s)[0]: _wrapped(ycsb.open_spec(s), options) for s in specs}
         txlog = options.txlog or os.path.join(os.path.dirname(ycsb.parse_spec(specs[0])[1]) or
                                               tempfile.mkdtemp(prefix="memsys-locust-log-"), "txlog")
         PROCESS.manager = MemoryManager(stores, transaction_log=txlog)
@@ -146,7 +189,7 @@ def _open_target(options: Any) -> None:
     else:
         if len(specs) > 1:
             raise SystemExit("--store: YCSB workloads run against one store")
-        PROCESS.store = ycsb.open_spec(specs[0] if specs else options.store)
+        PROCESS.store = _wrapped(ycsb.open_spec(specs[0] if specs else options.store), options)
         targets = [PROCESS.store]
     if options.fault_rate > 0:
         from memsys.testing.faults import FaultInjector
@@ -160,6 +203,17 @@ def _open_target(options: Any) -> None:
                 else:
                     faults.fail(operation, probability=options.fault_rate)
             PROCESS.faults.append(faults)
+
+
+def _wrapped(store: Any, options: Any) -> Any:
+    """``store`` behind this process's port-fault plan (one plan per process, seeded per worker)."""
+    if not options.port_faults:
+        return store
+    from memsys.testing.port_faults import wrap_store
+
+    if PROCESS.plan is None:
+        PROCESS.plan = ycsb.port_fault_plan(options.port_faults, seed=options.seed + 7919 * (PROCESS.worker_index + 1))
+    return wrap_store(store, PROCESS.plan)
 
 
 def close_target() -> None:
@@ -177,6 +231,10 @@ def _init(environment: Any, **_kwargs: Any) -> None:
     runner = environment.runner
     if options.workload != "txn" and options.records < 1:
         raise SystemExit("--records must be at least 1: YCSB reads the records it preloaded")
+    try:
+        ycsb.parse_port_faults(options.port_faults)
+    except ValueError as exc:
+        raise SystemExit(f"--port-faults: {exc}") from None
     if not options.store and options.workload != "txn":
         if isinstance(runner, (MasterRunner, WorkerRunner)):
             raise SystemExit("--store is required in distributed runs: the master and every worker name the "
@@ -184,7 +242,7 @@ def _init(environment: Any, **_kwargs: Any) -> None:
         options.store = _default_store()
     PROCESS.options = options
     if isinstance(runner, WorkerRunner):
-        return  # workers open the store when their first user starts
+        return  # workers open the store when their first user starts (its engine is imported: _preimport)
     if options.workload != "txn":
         store = ycsb.open_spec(options.store)
         try:
@@ -268,8 +326,7 @@ class MemsysUser(User):
         return result
 
 
-class NotFound(Exception):
-    """A YCSB read of a record that should exist."""
+NotFound = ycsb.NotFound  # a YCSB read of a record that should exist
 
 
 # --- shapes
@@ -362,7 +419,11 @@ def summary(environment: Any) -> dict[str, Any]:
                "ops_per_s": round(total.total / seconds, 1),
                **{f"p{p}_us": _round(total.percentile(p)) for p in (50, 95, 99)},
                "operations": operations, "faults": {"rate": options.fault_rate, "delay_ms": options.fault_delay_ms,
-                                                    "toxic_latency_ms": options.toxic_latency_ms}}
+                                                    "toxic_latency_ms": options.toxic_latency_ms,
+                                                    "port_faults": options.port_faults,
+                                                    # this process's plan only (a master's workers keep theirs)
+                                                    "port_faults_fired": PROCESS.plan.summary()["fired"]
+                                                    if PROCESS.plan is not None else None}}
     broken = []
     if options.shape == "stress":
         figures["stress"] = PROCESS.stress

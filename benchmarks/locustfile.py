@@ -35,7 +35,7 @@ from locust import constant, task
 import locust_memsys
 from memsys.domain.model import MemoryItem, MemoryType
 import ycsb
-from locust_memsys import PROCESS, MemsysShape, MemsysUser, NotFound  # noqa: F401  (MemsysShape: the shape)
+from locust_memsys import PROCESS, MemsysShape, MemsysUser  # noqa: F401  (MemsysShape: the shape)
 
 
 class MemsysLoad(MemsysUser):
@@ -48,54 +48,17 @@ class MemsysLoad(MemsysUser):
         if options.workload == "txn":
             self.serial = itertools.count()
             return
-        self.workload = ycsb.WORKLOADS[options.workload]
-        self.keys = ycsb.KeyChooser(self.workload.distribution, options.records, seed=self.rng.randrange(2**32))
         # Inserted ordinals never collide across users or worker processes.
-        self.next_insert = itertools.count(options.records + (PROCESS.worker_index * 1_000 + self.index) * 10**7)
+        self.client = ycsb.Client(PROCESS.store, options.workload, options.records, seed=self.rng.randrange(2**32),
+                                  insert_from=options.records + (PROCESS.worker_index * 1_000 + self.index) * 10**7)
 
     @task
     def operation(self) -> None:
         if self.request_type == "txn":
             self.transaction()
             return
-        op = self.workload.choose(self.rng)
-        getattr(self, op)()
-
-    # --- YCSB operations
-
-    def read(self) -> None:
-        ordinal = self.keys.existing()
-        self.call("read", lambda: self._read(ordinal))
-
-    def _read(self, ordinal: int):
-        found = PROCESS.store.retrieve(ycsb.key(ordinal))
-        if found is None:
-            raise NotFound(f"record {ycsb.key(ordinal)} is missing")
-        return found
-
-    def update(self) -> None:
-        ordinal = self.keys.existing()
-        fresh = ycsb.updated(ycsb.record(ordinal), self.rng)
-        self.call("update", lambda: PROCESS.store.store(fresh))
-
-    def insert(self) -> None:
-        ordinal = next(self.next_insert)
-        item = ycsb.record(ordinal)
-        if self.call("insert", lambda: PROCESS.store.store(item)) is not None:
-            self.keys.note_insert(ordinal)
-
-    def scan(self) -> None:
-        start, length = self.keys.existing(), self.keys.scan_length()
-        query = {"created_after": ycsb.created_at(start), "limit": length}
-        self.call("scan", lambda: PROCESS.store.search(query))
-
-    def read_modify_write(self) -> None:
-        ordinal = self.keys.existing()
-
-        def rmw() -> None:
-            current = self._read(ordinal)
-            PROCESS.store.store(ycsb.updated(current, self.rng))
-        self.call("read_modify_write", rmw)
+        name, thunk = self.client.next()  # YCSB operations: benchmarks/ycsb.py (Client)
+        self.call(name, thunk)
 
     # --- cross-store transactions (--workload txn)
 

@@ -23,10 +23,11 @@ on a locust master.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import random
 import string
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -265,3 +266,97 @@ def preload(store: Any, records: int, batch: int = 1_000) -> int:
             store.store_many(missing)
             written += len(missing)
     return written
+
+
+class NotFound(Exception):
+    """A YCSB read of a record that should exist."""
+
+
+class Client:
+    """One YCSB client over ``store``: ``next()`` draws the workload's next operation and returns
+    ``(name, thunk)``; calling the thunk does it. The locust user and ``benchmarks.figures`` both
+    drive this, so the operations are the same wherever the figures come from. ``insert_from`` is
+    the first ordinal this client inserts (clients of one run must not collide)."""
+
+    def __init__(self, store: Any, workload: str, records: int, seed: int, insert_from: int) -> None:
+        self.store = store
+        self.workload = WORKLOADS[workload]
+        self.rng = random.Random(seed)
+        self.keys = KeyChooser(self.workload.distribution, records, seed=self.rng.randrange(2**32))
+        self.next_insert = itertools.count(insert_from)
+
+    def next(self) -> tuple[str, Callable[[], Any]]:
+        op = self.workload.choose(self.rng)
+        return op, getattr(self, op)()
+
+    def _read(self, ordinal: int) -> Any:
+        found = self.store.retrieve(key(ordinal))
+        if found is None:
+            raise NotFound(f"record {key(ordinal)} is missing")
+        return found
+
+    def read(self) -> Callable[[], Any]:
+        ordinal = self.keys.existing()
+        return lambda: self._read(ordinal)
+
+    def update(self) -> Callable[[], Any]:
+        fresh = updated(record(self.keys.existing()), self.rng)
+        return lambda: self.store.store(fresh)
+
+    def insert(self) -> Callable[[], Any]:
+        ordinal = next(self.next_insert)
+        item = record(ordinal)
+
+        def insert() -> Any:
+            done = self.store.store(item)
+            self.keys.note_insert(ordinal)  # only once it is stored: reads must find what they pick
+            return done
+        return insert
+
+    def scan(self) -> Callable[[], Any]:
+        start, length = self.keys.existing(), self.keys.scan_length()
+        query = {"created_after": created_at(start), "limit": length}
+        return lambda: self.store.search(query)
+
+    def read_modify_write(self) -> Callable[[], Any]:
+        ordinal = self.keys.existing()
+
+        def rmw() -> Any:
+            return self.store.store(updated(self._read(ordinal), self.rng))
+        return rmw
+
+
+PORT_FAULT_KINDS = ("transient", "permanent", "latency")
+
+
+def parse_port_faults(text: str) -> list[dict[str, Any]]:
+    """``retrieve=latency:0.2:0.005,store=transient:0.05`` -> rules for memsys.testing.port_faults:
+    METHOD=KIND[:PROBABILITY[:SECONDS]] (METHOD may be ``*``; SECONDS is a latency fault's sleep)."""
+    rules = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        method, sep, rest = part.partition("=")
+        kind, _, tail = rest.partition(":")
+        probability, _, seconds = tail.partition(":")
+        try:
+            rule = {"method": method.strip(), "kind": kind.strip(),
+                    "probability": float(probability) if probability else 1.0,
+                    "seconds": float(seconds) if seconds else 0.0}
+        except ValueError:
+            rule = {}
+        if not sep or not rule or not rule["method"] or rule["kind"] not in PORT_FAULT_KINDS \
+                or not 0 < rule["probability"] <= 1 or (rule["kind"] == "latency") != (rule["seconds"] > 0):
+            raise ValueError(f"port fault {part!r}: want METHOD=KIND[:PROBABILITY[:SECONDS]] with KIND one of "
+                             f"{', '.join(PORT_FAULT_KINDS)}, 0 < PROBABILITY <= 1, and SECONDS > 0 for latency "
+                             "only, e.g. retrieve=latency:0.2:0.005,store=transient:0.05")
+        rules.append(rule)
+    return rules
+
+
+def port_fault_plan(text: str, seed: int) -> Any:
+    """A seeded memsys.testing.port_faults.FaultPlan holding the rules ``text`` names."""
+    from memsys.testing.port_faults import FaultPlan
+
+    plan = FaultPlan(seed=seed)
+    for rule in parse_port_faults(text):
+        plan.add(method=rule["method"], kind=rule["kind"], probability=rule["probability"], seconds=rule["seconds"])
+    return plan

@@ -19,7 +19,24 @@ import random
 import shutil
 from typing import Any
 
-SIZES = [1_000, 10_000, 100_000]
+
+
+def _sizes_from_environment(default: list[int]) -> list[int]:
+    """MEMSYS_ASV_SIZES="1000,10000" measures those store sizes only: a run over a long commit range
+    rebuilds every store once per commit, and 100k items of each adapter take minutes to build."""
+    text = os.environ.get("MEMSYS_ASV_SIZES", "").strip()
+    if not text:
+        return default
+    try:
+        chosen = sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise ValueError(f"MEMSYS_ASV_SIZES={text!r}: want comma-separated item counts, e.g. 1000,10000") from None
+    if not chosen or chosen[0] < 10:
+        raise ValueError(f"MEMSYS_ASV_SIZES={text!r}: want item counts of at least 10")
+    return chosen
+
+
+SIZES = _sizes_from_environment([1_000, 10_000, 100_000])
 BACKENDS = ["lmdb", "duckdb", "kuzu", "tinydb", "networkx", "faiss", "chroma"]
 LARGEST = {"tinydb": 10_000, "chroma": 10_000, "kuzu": 10_000}
 DIMENSION = 64
@@ -41,7 +58,7 @@ RECOVERY_RECORDS = [100, 1_000]
 
 
 def sizes(backend: str) -> list[int]:
-    return [s for s in SIZES if s <= LARGEST.get(backend, SIZES[-1])]
+    return [s for s in SIZES if s <= LARGEST.get(backend, SIZES[-1])] or SIZES[:1]
 
 
 def item(i: int, prefix: str = "pre", content: str | None = None) -> Any:

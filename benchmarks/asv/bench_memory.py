@@ -37,7 +37,7 @@ def _classes() -> dict[str, type]:
     made: dict[str, type] = {}
     for backend in _stores.BACKENDS:
         name = f"{_TITLES[backend]}Memory"
-        large = [s for s in _stores.sizes(backend) if s >= 10_000]
+        large = [s for s in _stores.sizes(backend) if s >= 10_000] or _stores.sizes(backend)[-1:]
         made[name] = type(name, (_Memory,), {"backend": backend, "params": [large], "__module__": __name__,
                                              "__qualname__": name})
     return made

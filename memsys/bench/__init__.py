@@ -1,6 +1,6 @@
 """``memsys bench``: the CI regression gate and the performance trend report.
 
-    memsys bench gate --base REF [--head REF] [--quick] [--threshold 0.15] [--json FILE]
+    memsys bench gate --base REF [--head REF] [--quick] [--threshold 0.15] [--max-seconds S] [--json FILE]
     memsys bench report [--results DIR | --gate-json FILE ...] --out DIR
 
 ``register(subparsers)`` adds both to the ``memsys`` command's sub-parsers; ``main(argv)``
@@ -22,7 +22,7 @@ def _gate(args: argparse.Namespace) -> int:
     try:
         return run_gate(args.base, head=args.head, quick=args.quick, threshold=args.threshold,
                         confidence=args.confidence, budget=args.budget, only=args.only, json_path=args.json,
-                        slowdown=args.slowdown, repo=args.repo, metric=args.metric)
+                        slowdown=args.slowdown, repo=args.repo, metric=args.metric, max_seconds=args.max_seconds)
     except GateError as exc:
         print(f"memsys bench gate: error: {exc}", file=sys.stderr)
         return 2
@@ -60,6 +60,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     gate.add_argument("--confidence", type=float, default=0.95, help="two-sided confidence of the interval")
     gate.add_argument("--budget", type=float, default=None,
                       help="seconds of measuring (default 60 quick, 600 full); every benchmark gets its minimum")
+    gate.add_argument("--max-seconds", type=float, default=None,
+                      help="a hard wall-clock limit for the whole gate (CI): no block starts after it, and what was "
+                      "measured by then is judged as it stands (an unconfirmed suspect does not fail)")
     gate.add_argument("--only", action="append", default=None, metavar="PATTERNS",
                       help="comma-separated benchmark names or globs (lmdb.*,manager.commit); repeatable")
     gate.add_argument("--metric", choices=["cpu", "wall"], default="cpu",

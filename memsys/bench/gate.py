@@ -134,7 +134,11 @@ class Worker:
 
     def __init__(self, co: Checkout, slowdown: str, scratch: Path, timeout: float = 180.0) -> None:
         self.checkout, self.timeout = co, timeout
-        env = {k: v for k, v in os.environ.items() if k not in ("MEMSYS_BENCH_SLOWDOWN", "PYTHONPATH")}
+        # Coverage's subprocess hooks would trace only the side whose files match its source
+        # (HEAD's checkout) and make it look several times slower: workers are never traced.
+        env = {k: v for k, v in os.environ.items() if k not in ("MEMSYS_BENCH_SLOWDOWN", "PYTHONPATH",
+                                                                 "COVERAGE_PROCESS_START")
+               and not k.startswith("COV_CORE_")}
         env["PYTHONPATH"] = str(co.root)
         env["PYTHONHASHSEED"] = "0"  # both sides lay out their dicts and sets the same way
         # OpenMP and BLAS helper threads (FAISS, numpy) spin while idle, and a spinning thread's CPU
@@ -269,9 +273,14 @@ class Gate:
     """Blocks of ABBA rounds; each block on fresh stores on both sides (see memsys.bench.stats)."""
 
     def __init__(self, head: Worker, base: Worker, dose: Dose, threshold: float, confidence: float,
-                 out: TextIO, metric: str = "cpu") -> None:
+                 out: TextIO, metric: str = "cpu", max_seconds: float | None = None) -> None:
         self.head, self.base, self.dose = head, base, dose
         self.threshold, self.confidence, self.out, self.metric = threshold, confidence, out, metric
+        #: A hard wall-clock limit (CI): past it no block starts, not even a benchmark's minimum
+        #: dose or a suspect's confirmation; what was measured by then is judged as it stands.
+        self.max_seconds = max_seconds
+        self.started = time.monotonic()
+        self.cut_short = False
         self.rounds_run = 0
         self.spent = {"fresh stores": 0.0, "timing": 0.0}  # wall seconds, reported
 
@@ -366,6 +375,11 @@ class Gate:
         return result.verdict in ("regression", "faster") or (
             result.verdict == "ok" and iv is not None and iv.half_width <= self.dose.precision)
 
+    def out_of_time(self) -> bool:
+        if self.max_seconds is not None and time.monotonic() - self.started >= self.max_seconds:
+            self.cut_short = True
+        return self.cut_short
+
     def measure(self, names: Sequence[str]) -> list[Result]:
         from memsys.bench.workloads import BENCHMARKS
 
@@ -374,13 +388,17 @@ class Gate:
         groups: dict[str, list[Result]] = {}
         for result in results:
             groups.setdefault(result.fixture, []).append(result)
-        for fixture, members in groups.items():  # every benchmark gets its minimum dose, whatever the budget
-            for _ in range(self.dose.min_blocks):
+        # Every benchmark gets its minimum dose, whatever the budget; block by block across the
+        # fixtures, so a hard time limit leaves every benchmark with about as many blocks.
+        for _ in range(self.dose.min_blocks):
+            for fixture, members in groups.items():
+                if self.out_of_time():
+                    break
                 self.block(fixture, members)
-            for result in members:
-                self.judge(result)
-                self.out.write(f"  {result.name:<24}{self.line(result)}\n")
-            self.out.flush()
+        for result in results:
+            self.judge(result)
+            self.out.write(f"  {result.name:<24}{self.line(result)}\n")
+        self.out.flush()
         # Then the budget goes to whatever is not settled yet, one more block at a time; suspects
         # first, and they are confirmed or cleared even past the budget (at most max_blocks each).
         extended: list[Result] = []
@@ -389,12 +407,12 @@ class Gate:
             over = time.monotonic() - started >= self.dose.budget
             if over:
                 pending = [r for r in pending if r.verdict == "suspect"]
-            if not pending:
+            if not pending or self.out_of_time():
                 break
             pending.sort(key=lambda r: r.verdict != "suspect")
             for fixture in dict.fromkeys(r.fixture for r in pending):
                 self.block(fixture, [r for r in pending if r.fixture == fixture])
-                if not over and time.monotonic() - started >= self.dose.budget:
+                if self.out_of_time() or (not over and time.monotonic() - started >= self.dose.budget):
                     break
             extended += [r for r in pending if r not in extended]
         for result in results:
@@ -403,6 +421,13 @@ class Gate:
             self.out.write("  after more blocks:\n")
             for result in extended:
                 self.out.write(f"  {result.name:<24}{self.line(result)}\n")
+        if self.cut_short:
+            short = [r.name for r in results if not r.errored and r.n_blocks < self.dose.min_blocks]
+            suspects = [r.name for r in results if r.verdict == "suspect"]
+            self.out.write("  stopped at the time limit (--max-seconds)"
+                           + (f"; under the minimum {self.dose.min_blocks} blocks: {', '.join(short)}" if short else "")
+                           + (f"; unconfirmed suspects (not failed): {', '.join(suspects)}" if suspects else "")
+                           + "\n")
         return results
 
     @staticmethod
@@ -443,13 +468,16 @@ def machine() -> dict[str, Any]:
 def run_gate(base: str, *, head: str | None = None, quick: bool = False, threshold: float = 0.15,
              confidence: float = 0.95, budget: float | None = None, only: Sequence[str] | None = None,
              json_path: str | None = None, slowdown: str | None = None, repo: str | None = None,
-             metric: str = "cpu", dose: Dose | None = None, out: TextIO = sys.stdout) -> int:
+             metric: str = "cpu", dose: Dose | None = None, max_seconds: float | None = None,
+             out: TextIO = sys.stdout) -> int:
     if not 0 < threshold < 10:
         raise GateError(f"--threshold must be a fraction such as 0.15, got {threshold}")
     if not 0.5 <= confidence < 1:
         raise GateError(f"--confidence must be in [0.5, 1), got {confidence}")
     if metric not in METRICS:
         raise GateError(f"--metric must be one of {METRICS}, got {metric!r}")
+    if max_seconds is not None and not max_seconds > 0:
+        raise GateError(f"--max-seconds must be positive, got {max_seconds}")
     dose = dose or (QUICK if quick else FULL)
     if budget is not None:
         dose = dataclasses.replace(dose, budget=budget)
@@ -475,7 +503,8 @@ def run_gate(base: str, *, head: str | None = None, quick: bool = False, thresho
         checkouts.append(head_co)
         out.write(f"memsys bench gate: HEAD {head_co.ref} {head_co.commit[:10]}{' (modified)' if head_co.dirty else ''}"
                   f" vs base {base} {base_co.commit[:10]}; threshold +{threshold:.0%}, {confidence:.0%} interval, "
-                  f"{'quick' if quick else 'full'} dose, budget {dose.budget:.0f} s, gating on {metric} time\n")
+                  f"{'quick' if quick else 'full'} dose, budget {dose.budget:.0f} s"
+                  + (f", hard limit {max_seconds:.0f} s" if max_seconds else "") + f", gating on {metric} time\n")
         if slowdown:
             out.write(f"  HEAD deliberately slowed: {slowdown}\n")
         out.write(f"  {'benchmark':<24}{'ratio':>6}  {'interval':^18}  blocks verdict"
@@ -485,7 +514,9 @@ def run_gate(base: str, *, head: str | None = None, quick: bool = False, thresho
             workers.append(head_w)
             base_w = Worker(base_co, "", scratch)
             workers.append(base_w)
-            gate = Gate(head_w, base_w, dose, threshold, confidence, out, metric)
+            # The hard limit counts from the gate's start: checkouts and worker start-up included.
+            left = None if max_seconds is None else max(0.0, max_seconds - (time.monotonic() - started))
+            gate = Gate(head_w, base_w, dose, threshold, confidence, out, metric, max_seconds=left)
             results = gate.measure(names)
         except WorkerDied as exc:
             raise GateError(str(exc)) from exc
@@ -511,6 +542,7 @@ def run_gate(base: str, *, head: str | None = None, quick: bool = False, thresho
                     "machine": machine(), "threshold": threshold, "confidence": confidence,
                     "seconds": {"total": time.monotonic() - started, **gate.spent},
                     "dose": dataclasses.asdict(dose), "quick": quick, "slowdown": slowdown, "metric": metric,
+                    "max_seconds": max_seconds, "cut_short": gate.cut_short,
                     "head": head_co.describe(), "base": base_co.describe(),
                     "benchmarks": [r.to_dict() for r in results], "regressions": [r.name for r in failed],
                     "exit_code": code}

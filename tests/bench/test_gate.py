@@ -198,3 +198,39 @@ def test_bad_arguments_raise_before_any_checkout() -> None:
         run_gate("HEAD", threshold=0)
     with pytest.raises(GateError, match="metric"):
         run_gate("HEAD", metric="sys")
+
+
+def test_a_hard_time_limit_stops_the_gate_and_judges_what_it_measured() -> None:
+    out = io.StringIO()
+    gate = Gate(Scripted(COSTS, 1), Scripted(COSTS, 2), QUICK, 0.15, 0.95, out, max_seconds=0.0)  # type: ignore[arg-type]
+    results = gate.measure(list(COSTS))
+    assert gate.cut_short and all(r.n_blocks == 0 and r.verdict == "not measured" and not r.failed for r in results)
+    assert "stopped at the time limit (--max-seconds); under the minimum 4 blocks: lmdb.retrieve, lmdb.store, " \
+        "item.construct" in out.getvalue()
+
+
+def test_the_minimum_dose_goes_round_the_fixtures_block_by_block() -> None:
+    head, base = Scripted(COSTS, 1), Scripted(COSTS, 2)
+    decide(head, base, list(COSTS))
+    first = head.resets[: 2 * QUICK.min_blocks]
+    assert first == ["lmdb", "none"] * QUICK.min_blocks  # a time limit cuts every fixture alike
+
+
+def test_workers_are_never_traced_by_coverage(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from memsys.bench import gate as gate_module
+
+    seen: dict[str, str] = {}
+
+    class Popen:
+        def __init__(self, args, env, **kwargs) -> None:
+            seen.update(env)
+            raise OSError("not started")  # the environment is all this test wants
+
+    monkeypatch.setattr(gate_module.subprocess, "Popen", Popen)
+    monkeypatch.setenv("COV_CORE_SOURCE", "memsys")
+    monkeypatch.setenv("COVERAGE_PROCESS_START", "pyproject.toml")
+    co = gate_module.Checkout("head", "HEAD", "0" * 40, tmp_path)
+    with pytest.raises(OSError):
+        gate_module.Worker(co, "", tmp_path)
+    assert seen["PYTHONPATH"] == str(tmp_path)
+    assert "COV_CORE_SOURCE" not in seen and "COVERAGE_PROCESS_START" not in seen

@@ -164,3 +164,47 @@ def test_load_through_a_toxiproxy_latency_toxic_on_a_chroma_server(chroma_server
         assert toxiproxy.client._call("GET", f"/proxies/{proxy.name}/toxics") == []  # removed when the run stopped
     finally:
         toxiproxy.client.delete_proxy(proxy.name)
+
+
+def test_port_fault_wrappers_show_latency_and_failures_under_load(tmp_path: Path) -> None:
+    # Every read sleeps 3 ms in the wrapper and half the updates fail transiently (seeded).
+    done = locust("--headless", "-u", "1", "-r", "1", "-t", "1s", "--only-summary", "--workload", "A",
+                  "--records", "200", "--store", f"lmdb:{tmp_path}/db?sync=false",
+                  "--port-faults", "retrieve=latency:1:0.003,store=transient:0.5", "--max-fail-ratio", "0.9",
+                  "--summary-json", str(tmp_path / "faults.json"), "--csv", str(tmp_path / "faults"))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    figures = json.loads((tmp_path / "faults.json").read_text())
+    assert figures["faults"]["port_faults"] == "retrieve=latency:1:0.003,store=transient:0.5"
+    assert figures["faults"]["port_faults_fired"] > 0
+    assert figures["operations"]["read"]["p50_us"] >= 3_000  # a floor the latency fault guarantees
+    assert figures["operations"]["update"]["failures"] > 0 and figures["operations"]["read"]["failures"] == 0
+    with open(tmp_path / "faults_failures.csv") as handle:  # locust names the injected error
+        assert any("StoreUnavailableError" in row["Error"] for row in csv.DictReader(handle))
+    bad = locust("--headless", "-u", "1", "-t", "1s", "--store", f"lmdb:{tmp_path}/bad", "--port-faults",
+                 "retrieve=latency:1")
+    assert bad.returncode != 0 and "--port-faults" in bad.stdout + bad.stderr
+
+
+def test_distributed_master_and_two_workers_share_one_chroma_server(chroma_server, tmp_path: Path) -> None:
+    port = str(free_port())
+    store = f"chroma+{chroma_server.url}?collection=ycsb_distributed"
+    master = start("--headless", "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", port,
+                   "--expect-workers", "2", "--expect-workers-max-wait", "60", "-u", "2", "-r", "2", "-t", "6s",
+                   "--store", store, "--workload", "B", "--records", "100", "--only-summary",
+                   "--summary-json", str(tmp_path / "master.json"))
+    workers = [start("--worker", "--master-host", "127.0.0.1", "--master-port", port, "--store", store,
+                     "--workload", "B", "--records", "100") for _ in range(2)]
+    try:
+        out, _ = master.communicate(timeout=120)
+        worker_out = [w.communicate(timeout=60)[0] for w in workers]
+    finally:
+        for proc in (master, *workers):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert master.returncode == 0, out[-4000:]
+    assert all(w.returncode == 0 for w in workers), [o[-2000:] for o in worker_out]
+    figures = json.loads((tmp_path / "master.json").read_text())
+    # Both workers read the records the master preloaded into the one server: no read missed one.
+    assert figures["requests"] > 0 and figures["failures"] == 0, out[-4000:] + "".join(o[-3000:] for o in worker_out)
+    assert figures["operations"]["read"]["requests"] > 0

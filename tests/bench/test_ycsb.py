@@ -89,3 +89,16 @@ def test_histogram_percentiles_within_a_percent_and_merging_adds_up() -> None:
     for p in (50, 95, 99):
         assert first.percentile(p) == pytest.approx(exact[int(len(exact) * p / 100) - 1], rel=0.015)
     assert first.total == 10_000 and ycsb.LogHistogram().percentile(50) != ycsb.LogHistogram().percentile(50)  # NaN
+
+
+def test_port_fault_rules_parse_strictly() -> None:
+    assert ycsb.parse_port_faults("retrieve=latency:0.2:0.005, store=transient:0.05,*=permanent") == [
+        {"method": "retrieve", "kind": "latency", "probability": 0.2, "seconds": 0.005},
+        {"method": "store", "kind": "transient", "probability": 0.05, "seconds": 0.0},
+        {"method": "*", "kind": "permanent", "probability": 1.0, "seconds": 0.0}]
+    for bad in ("retrieve", "retrieve=latency:1", "store=transient:0", "store=crash", "store=transient:1:0.1",
+                "=transient", "retrieve=latency:x:0.1"):
+        with pytest.raises(ValueError, match="METHOD=KIND"):
+            ycsb.parse_port_faults(bad)
+    plan = ycsb.port_fault_plan("retrieve=transient:1", seed=3)
+    assert plan.seed == 3 and "transient" in plan.describe()
