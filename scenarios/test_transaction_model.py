@@ -3,19 +3,18 @@
 Random transactions over LMDB, DuckDB (native transactions), TinyDB and
 NetworkX (none): committed, rolled back, or stopped by a simulated crash at any
 protocol step and recovered on reopen. After every step each store must hold
-exactly what the committed transactions wrote.
+exactly what the committed transactions wrote. scenarios/test_stateful_*.py extend this machine
+with the rest of the failure catalogue (scenarios/machines.py).
 """
 
 from __future__ import annotations
-
-from hypothesis import HealthCheck, settings
-from hypothesis.stateful import run_state_machine_as_test
 
 from memsys.adapters.duckdb_store import DuckDBMemoryAdapter
 from memsys.adapters.lmdb_store import LMDBMemoryAdapter
 from memsys.adapters.networkx_store import GraphMemoryAdapter
 from memsys.adapters.tinydb_store import TinyDBMemoryAdapter
 from memsys.testing.stateful import transaction_machine
+from scenarios import profiles
 
 
 def open_stores(folder: str) -> dict:
@@ -26,5 +25,4 @@ def open_stores(folder: str) -> dict:
 
 
 def test_cross_store_transactions_match_the_model() -> None:
-    run_state_machine_as_test(transaction_machine(open_stores), settings=settings(
-        max_examples=25, stateful_step_count=30, deadline=None, suppress_health_check=list(HealthCheck)))
+    profiles.run(transaction_machine(open_stores), examples=25, steps=30)  # MEMSYS_PROFILE=deep: 10x
