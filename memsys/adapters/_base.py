@@ -68,8 +68,10 @@ class BaseMemoryStore:
     backend: ClassVar[str] = "base"
     capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.TRANSACTIONS, Capability.SNAPSHOT})
     #: True when ``_apply`` is all-or-nothing (native transaction, one atomic file write);
-    #: otherwise apply_prepared keeps before-images and compensates a partial apply.
-    atomic_apply: ClassVar[bool] = True
+    #: otherwise apply_prepared keeps before-images and compensates a partial apply. False by
+    #: default: an adapter must claim atomicity, never inherit it (a one-op-at-a-time ``_apply``
+    #: that forgot to say so would leave a torn batch behind).
+    atomic_apply: ClassVar[bool] = False
     #: Glob patterns (under ``path``) of runtime files the engine re-creates at open, such as
     #: lock files; the kit lets them change when it checks that corrupt data is never overwritten.
     scratch_files: ClassVar[tuple[str, ...]] = ()

@@ -61,6 +61,7 @@ import time
 import urllib.parse
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime
 from typing import Any, ClassVar
 
 from memsys.adapters._base import import_backend
@@ -74,7 +75,7 @@ from memsys.domain.errors import (
     StoreError,
     StoreUnavailableError,
 )
-from memsys.domain.model import MemoryItem, decode_item, to_epoch_us
+from memsys.domain.model import MemoryItem, decode_item, from_epoch_us, to_epoch_us
 from memsys.domain.operations import Delete, Operation, Put
 from memsys.domain.query import MemoryQuery
 from memsys.durable import atomic_write, fsync_dir, os_error, pack_snapshot, remove_stale_temps, unpack_snapshot
@@ -98,6 +99,17 @@ _DISK_FULL = ("database or disk is full", "no space left on device", "os error 2
 # Chroma reports a failed compaction without its cause; on a nearly full file system that is
 # the disk (a fatal engine error either way).
 _LOW_SPACE = 4 << 20
+
+
+def _record_order(record: tuple[str, dict[str, Any] | None]) -> tuple[datetime, str] | None:
+    """(created_at, id) of a (id, metadata) record as its item should have them; None if unsure."""
+    stamp = record[1].get("created_at_us") if isinstance(record[1], dict) else None
+    if type(stamp) is not int or type(record[0]) is not str:
+        return None
+    try:
+        return (from_epoch_us(stamp), record[0])
+    except OverflowError:  # a damaged stamp: the payload decides
+        return None
 
 
 class ChromaDBVectorStore(VectorStoreBase):
@@ -413,7 +425,11 @@ class ChromaDBVectorStore(VectorStoreBase):
     def _search(self, query: MemoryQuery) -> list[MemoryItem]:
         if query.ids is not None:
             return query.select(self._get_many(sorted(query.ids)).values())
-        return query.select(self._decode(i, m) for i, m in self._records(self._where_filter(query)))
+        records = self._records(self._where_filter(query))
+        # The engine cannot order, but each record carries created_at_us beside its payload:
+        # order by that and id, and check and decode payloads in that order only up to the limit.
+        # A record whose fields disagree with its payload sends ``select_records`` to the exact path.
+        return query.select_records(records, lambda record: self._decode(*record), key=_record_order)
 
     def _count(self) -> int:
         return int(self._collection.count())

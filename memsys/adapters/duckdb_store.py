@@ -125,6 +125,7 @@ def check_row(item: MemoryItem, store: str) -> list[Any]:
 
 
 class DuckDBMemoryAdapter(BaseMemoryStore):
+    atomic_apply = True  # one engine transaction / one atomic file write per batch
     backend = "duckdb"
     capabilities: ClassVar[frozenset[Capability]] = BaseMemoryStore.capabilities | {
         Capability.PERSISTENCE, Capability.NATIVE_TRANSACTIONS, Capability.STRUCTURED_QUERY}

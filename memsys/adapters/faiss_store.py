@@ -54,6 +54,7 @@ _LENGTH = struct.Struct("<Q")
 
 
 class FAISSVectorStore(VectorStoreBase):
+    atomic_apply = True  # one engine transaction / one atomic file write per batch
     backend = "faiss"
     capabilities: ClassVar[frozenset[Capability]] = VectorStoreBase.capabilities | {Capability.PERSISTENCE}
 

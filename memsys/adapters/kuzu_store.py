@@ -145,6 +145,14 @@ def _item_crc(item_id: str, content: str, memory_type: str, metadata: str, creat
     return zlib.crc32(text.encode("utf-8", "surrogatepass"))
 
 
+def _row_order(row: Sequence[Any]) -> tuple[int, str]:
+    """(created_at, id) of an item row; a row whose fields are not even of the right type sorts
+    first, so building it raises CorruptStoreError instead of the sort raising TypeError."""
+    if type(row[4]) is not int or type(row[0]) is not str:
+        return (-(1 << 63) - 1, "")
+    return (row[4], row[0])
+
+
 def _edge_crc(source_id: str, target_id: str, rel_type: str, properties: str) -> int:
     return zlib.crc32("\x1f".join((source_id, target_id, rel_type, properties)).encode("utf-8", "surrogatepass"))
 
@@ -175,6 +183,7 @@ class KuzuMemoryAdapter(GraphStoreBase):
     bounds what one Kuzu transaction writes (default ``buffer_pool_size // WRITE_LIMIT_DIVISOR``):
     prepare refuses a larger item with InvalidMemoryItemError, and a larger batch is split.
     """
+    atomic_apply = True  # one engine transaction / one atomic file write per batch
 
     backend = "kuzu"
     capabilities: ClassVar[frozenset[Capability]] = GraphStoreBase.capabilities | {
@@ -601,8 +610,25 @@ class KuzuMemoryAdapter(GraphStoreBase):
                 where.append(f"n.{field} {op} ${name}")
                 params[name] = to_epoch_us(bound)
         cypher = "MATCH (n:MemoryItem)" + (" WHERE " + " AND ".join(where) if where else "")
-        rows = self._rows(f"{cypher} RETURN {_FIELDS}", params)
-        return query.select(self._item(row) for row in rows)
+        if query.limit is None:
+            return query.select(self._item(row) for row in self._rows(f"{cypher} RETURN {_FIELDS}", params))
+        if not query.metadata and query.content is None:
+            # Every condition is in the WHERE clause: the engine orders and limits (a YCSB scan
+            # reads its N rows, not the table); ``select`` below still re-checks and re-orders.
+            params["limit"] = query.limit
+            rows = self._rows(f"{cypher} RETURN {_FIELDS} ORDER BY n.created_at, n.id LIMIT $limit", params)
+            return query.select(self._item(row) for row in rows)
+        # Conditions checked only on items: order the rows by (created_at, id) as ``select``
+        # does and build items in that order until ``limit`` of them match.
+        rows = sorted(self._rows(f"{cypher} RETURN {_FIELDS}", params), key=_row_order)
+        hits: list[MemoryItem] = []
+        for row in rows:
+            if len(hits) >= query.limit:
+                break
+            item = self._item(row)  # checksum verified: row[4] and row[0] were what they claim
+            if query.matches(item):
+                hits.append(item)
+        return hits
 
     # --- writes
 

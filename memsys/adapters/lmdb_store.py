@@ -22,9 +22,12 @@
   the process on a damaged page (a zeroed branch page fails an assertion). The
   lock file is allocated on disk before LMDB maps it: on a full disk a write
   into a sparse page of a mapped file is a SIGBUS, not an error.
-* Every value carries a format byte and a CRC32 of its JSON, checked on
-  every read: a flipped bit is a CorruptStoreError naming the id, never a wrong
-  value. Values written before the header existed (plain JSON) still load.
+* Every value carries a format byte and a CRC32 of what follows it, checked on
+  every read (a search checks every value it scans): a flipped bit is a
+  CorruptStoreError naming the id, never a wrong value. The created/updated
+  times and the type are kept in a small header before the JSON, so a search
+  parses only the values they admit. Values of older formats (CRC of the JSON
+  only; plain JSON) still load.
 * Limit: the map is read through mmap, so truncating ``data.mdb`` while a
   process has it open can still SIGBUS that process on a read (no engine on
   mmap survives that; writes check the file size first). Don't truncate the
@@ -58,8 +61,9 @@ from memsys.domain.errors import (
     StoreLockedError,
     StoreUnavailableError,
 )
-from memsys.domain.model import MemoryItem, decode_item
+from memsys.domain.model import MemoryItem, decode_item, to_epoch_us
 from memsys.domain.operations import Delete, Operation, Put
+from memsys.domain.query import MemoryQuery
 from memsys.durable import atomic_write, os_error
 from memsys.ports import Capability
 
@@ -68,12 +72,19 @@ _DISK_FULL = ("No space left on device", "Disk quota exceeded", "File too large"
 _MAX_RESIZES = 8
 _json_decode = json.JSONDecoder().decode
 
-# Value format 1: one version byte, the CRC32 of the JSON (little endian), then the JSON. A value
-# that lands under another key is caught by comparing the decoded id with the key.
+# Value format 2 (written now): a version byte, the CRC32 (little endian) of everything after it,
+# then the fields a search filters and orders on: created_at and updated_at (int64 microseconds
+# since the epoch), the memory type's value (one length byte, ASCII), then the item's JSON. A
+# search checks every value's CRC (cheap) but parses JSON only for values those fields admit:
+# parsing JSON was ~90 % of a search's time. Format 1: version byte, CRC32 of the JSON, the JSON.
+# A value that lands under another key is caught by comparing the decoded id with the key.
 # Format 0 (no header) is a bare JSON object: its first byte is "{", which format bytes never are.
 _VALUE_V1 = 1
+_VALUE_V2 = 2
 _HEADER = struct.Struct("<BI")
 _HEADER_SIZE = _HEADER.size
+_FIELDS_V2 = struct.Struct("<qqB")  # created_at_us, updated_at_us, length of the type's value
+_FIELDS_END = _HEADER_SIZE + _FIELDS_V2.size
 _LEGACY_FIRST_BYTE = ord("{")
 
 DATA_FILE = "data.mdb"
@@ -202,10 +213,19 @@ def validate_data_file(folder: str) -> bool:
     raise CorruptStoreError(f"{data_path} is not a sound LMDB environment: {problem}", path=data_path)
 
 
+def _first(candidate: tuple[Any, ...]) -> Any:
+    return candidate[0]
+
+
+def _order(item: MemoryItem) -> tuple[int, str]:
+    return (to_epoch_us(item.created_at), item.id)  # type: ignore[arg-type]  # the order of sort_key
+
+
 # --------------------------------------------------------------------------- the adapter
 
 
 class LMDBMemoryAdapter(BaseMemoryStore):
+    atomic_apply = True  # one engine transaction / one atomic file write per batch
     backend = "lmdb"
     capabilities: ClassVar[frozenset[Capability]] = BaseMemoryStore.capabilities | {
         Capability.PERSISTENCE, Capability.NATIVE_TRANSACTIONS}
@@ -363,12 +383,22 @@ class LMDBMemoryAdapter(BaseMemoryStore):
     @staticmethod
     def _encode(item: MemoryItem) -> tuple[bytes, bytes]:
         key = item.id.encode()
-        body = json.dumps(item.to_dict(), ensure_ascii=False).encode()
-        return key, _HEADER.pack(_VALUE_V1, zlib.crc32(body)) + body
+        kind = item.memory_type.value.encode()
+        rest = (_FIELDS_V2.pack(to_epoch_us(item.created_at), to_epoch_us(item.updated_at), len(kind))  # type: ignore[arg-type]
+                + kind + json.dumps(item.to_dict(), ensure_ascii=False).encode())
+        return key, _HEADER.pack(_VALUE_V2, zlib.crc32(rest)) + rest
 
     def _decode(self, key: bytes, raw: bytes) -> MemoryItem:
+        return self._build(key, self._record(key, raw))
+
+    def _record(self, key: bytes, raw: bytes) -> Any:
+        """The value's JSON, checksum verified (CorruptStoreError naming the id if damaged)."""
         first = raw[0] if raw else -1
-        if first == _VALUE_V1 and len(raw) >= _HEADER_SIZE:
+        if first == _VALUE_V2:
+            if len(raw) < _FIELDS_END or zlib.crc32(raw[_HEADER_SIZE:]) != _HEADER.unpack_from(raw)[1]:
+                raise self._corrupt(key, "fails its checksum")
+            body = raw[_FIELDS_END + raw[_FIELDS_END - 1]:]
+        elif first == _VALUE_V1 and len(raw) >= _HEADER_SIZE:
             body = raw[_HEADER_SIZE:]
             if zlib.crc32(body) != _HEADER.unpack_from(raw)[1]:
                 raise self._corrupt(key, "fails its checksum")
@@ -377,7 +407,13 @@ class LMDBMemoryAdapter(BaseMemoryStore):
         else:
             raise self._corrupt(key, f"has an unknown format byte {first}")
         try:
-            item = decode_item(_json_decode(body.decode("utf-8")))
+            return _json_decode(body.decode("utf-8"))
+        except ValueError as exc:
+            raise self._corrupt(key, f"is not a valid item: {exc}") from exc
+
+    def _build(self, key: bytes, record: Any) -> MemoryItem:
+        try:
+            item = decode_item(record)
         except (ValueError, TypeError, MemsysError) as exc:
             raise self._corrupt(key, f"is not a valid item: {exc}") from exc
         if item.id.encode() != key:
@@ -414,6 +450,31 @@ class LMDBMemoryAdapter(BaseMemoryStore):
     def _scan(self) -> Iterable[MemoryItem]:
         with self._begin() as txn:
             return [self._decode(key, raw) for key, raw in txn.cursor()]
+
+    def _search(self, query: MemoryQuery) -> list[MemoryItem]:
+        if query.ids is not None:  # point reads, not a scan
+            return query.select(self._get_many(sorted(query.ids)).values())
+        # Every value's checksum is still verified (damage anywhere is still an error), read in
+        # place through the map (buffers, no copies); values are parsed only when their header
+        # fields admit the query, in (created_at, id) order and up to the limit
+        # (``select_records``). Older formats are parsed at once and decided on their item.
+        admits, crc32, header, fields = query.field_test(), zlib.crc32, _HEADER.unpack_from, _FIELDS_V2.unpack_from
+        candidates: list[tuple[Any, Any]] = []  # (order, key); order None: unsure
+        with self._begin_retrying(lambda: self._env.begin(db=self._db, buffers=True)) as txn:
+            for key, raw in txn.cursor():
+                if len(raw) < _FIELDS_END or raw[0] != _VALUE_V2:
+                    candidates.append((None, bytes(key)))
+                    continue
+                if crc32(raw[_HEADER_SIZE:]) != header(raw)[1]:
+                    raise self._corrupt(bytes(key), "fails its checksum")
+                created_us, updated_us, size = fields(raw, _HEADER_SIZE)
+                if admits(str(raw[_FIELDS_END:_FIELDS_END + size], "ascii", "replace"), created_us, updated_us):
+                    key = bytes(key)
+                    candidates.append(((created_us, key.decode("utf-8", "replace")), key))
+
+            def decode(candidate: tuple[Any, bytes]) -> MemoryItem:
+                return self._decode(candidate[1], bytes(txn.get(candidate[1])))
+            return query.select_records(candidates, decode, key=_first, item_key=_order)
 
     def _count(self) -> int:
         with self._begin() as txn:

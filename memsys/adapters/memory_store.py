@@ -31,6 +31,7 @@ class _State:
 
 
 class InMemoryStore(VectorStoreBase, GraphStoreBase):
+    atomic_apply = True  # one engine transaction / one atomic file write per batch
     backend = "memory"
     capabilities: ClassVar[frozenset[Capability]] = VectorStoreBase.capabilities | GraphStoreBase.capabilities
     #: ``path`` names an in-process namespace, not a file: every opener shares one state and one lock.

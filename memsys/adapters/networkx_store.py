@@ -31,6 +31,7 @@ SNAPSHOT = "graph.snapshot"
 
 
 class GraphMemoryAdapter(GraphStoreBase):
+    atomic_apply = True  # one engine transaction / one atomic file write per batch
     backend = "networkx"
     capabilities: ClassVar[frozenset[Capability]] = GraphStoreBase.capabilities | {Capability.PERSISTENCE}
 

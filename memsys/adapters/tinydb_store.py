@@ -444,6 +444,7 @@ def _current_form(record: dict[str, Any]) -> Any:
 
 
 class TinyDBMemoryAdapter(BaseMemoryStore):
+    atomic_apply = True  # one engine transaction / one atomic file write per batch
     backend = "tinydb"
     capabilities: ClassVar[frozenset[Capability]] = BaseMemoryStore.capabilities | {Capability.PERSISTENCE}
 
@@ -496,7 +497,15 @@ class TinyDBMemoryAdapter(BaseMemoryStore):
         return [detached(self._decode(k, v)) for k, v in self._records().items()]
 
     def _search(self, query: MemoryQuery) -> list[MemoryItem]:
-        return [detached(item) for item in query.select(self._decode(k, v) for k, v in self._records().items())]
+        records = self._records()
+        if query.ids is not None:  # point reads, not a scan
+            return [detached(item) for item in query.select(
+                self._decode(k, records[k]) for k in sorted(query.ids) if k in records)]
+        # Only records that can match, in order and up to the limit, become items (building them
+        # was most of a search's time); ``matches`` still has the final word.
+        keys = {id(v): k for k, v in records.items()}
+        return [detached(item) for item in
+                query.select_records(records.values(), lambda v: self._decode(keys[id(v)], v))]
 
     def _count(self) -> int:
         return len(self._records())

@@ -230,7 +230,7 @@ def _single_store_loop(store: Any, backend: str, history: HistoryFile, rng: rand
     from memsys.domain.errors import InvalidInputError
 
     process = f"{backend}-r{round_no}"
-    atomic = bool(getattr(store, "atomic_apply", True))
+    atomic = bool(getattr(store, "atomic_apply", False))
     for n in range(operations):
         tx = f"r{round_no:05d}-{backend}-o{n:05d}"
         roll = rng.random()
