@@ -94,11 +94,14 @@ class MemoryType(Enum):
 
     @classmethod
     def from_raw(cls, raw: object) -> MemoryType:
-        """Accept a MemoryType, its value ("expand_results") or its name ("EXPAND_RESULTS")."""
+        """Accept a MemoryType, its value ("expand_results"), its name ("EXPAND_RESULTS") or the
+        name as ``str()`` of the enum member spells it ("MemoryType.EXPAND_RESULTS", which code
+        that stored ``str(item.memory_type)`` wrote)."""
         if isinstance(raw, cls):
             return raw
         if isinstance(raw, str):
-            member = _TYPES_BY_VALUE.get(raw) or cls.__members__.get(raw)
+            name = raw[len("MemoryType."):] if raw.startswith("MemoryType.") else raw
+            member = _TYPES_BY_VALUE.get(raw) or cls.__members__.get(name)
             if member is not None:
                 return member
         raise UnknownMemoryTypeError(

@@ -41,6 +41,7 @@ def test_every_legacy_name_loads_by_enum_value_and_name(name: str) -> None:
     assert MemoryType.from_raw(member) is member
     assert MemoryType.from_raw(member.value) is member
     assert MemoryType.from_raw(name) is member
+    assert MemoryType.from_raw(f"MemoryType.{name}") is member  # str() of the enum member, as some code stored it
 
 
 def test_working_memory_is_an_alias_of_working() -> None:
