@@ -40,7 +40,7 @@ from collections.abc import Sequence
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: What a copy holds: the package, the tests and what configures them.
-COPIED = ("memsys", "tests", "scenarios", "conftest.py", "pyproject.toml")
+COPIED = ("memsys", "tests", "scenarios", "features", "conftest.py", "pyproject.toml")
 _ROOT_ENV = "MEMSYS_BREAKS_ROOT"  # the copy the child pytest must import memsys from
 _REPORT_ENV = "MEMSYS_BREAKS_REPORT"  # where the child pytest writes the node ids that failed
 
