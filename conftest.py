@@ -29,3 +29,22 @@ def small_disk(tmp_path):
             yield folder
     except DiskFaultUnavailable as exc:
         skip_server_unavailable(f"cannot mount a small file system: {exc}")
+
+
+@pytest.fixture
+def plfs(tmp_path):
+    """A mounted power-loss file system (``memsys.testing.powerloss``, FUSE) per test. Where FUSE
+    cannot mount the test skips, and CI turns that skip into a failure."""
+    from memsys.testing.plugin import skip_server_unavailable
+    from memsys.testing.powerloss import PowerLossFS, PowerLossUnavailable
+
+    fs = PowerLossFS(tmp_path)
+    try:
+        fs.mount()
+    except PowerLossUnavailable as exc:
+        fs.close()
+        skip_server_unavailable(f"power-loss filesystem: {exc}")
+    try:
+        yield fs
+    finally:
+        fs.close()

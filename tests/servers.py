@@ -13,7 +13,7 @@ import pytest
 from memsys.testing.plugin import skip_server_unavailable
 from memsys.testing.servers import ChromaServer, ServerUnavailable, ToxiproxyServer
 
-SERVER_FIXTURES = {"chroma_server", "toxiproxy", "small_disk"}
+SERVER_FIXTURES = {"chroma_server", "toxiproxy", "small_disk", "plfs"}
 
 
 def pytest_collection_modifyitems(items: list) -> None:
