@@ -41,9 +41,6 @@ def _stop_coverage() -> None:
     sys.settrace(None)
 
 
-_stop_coverage()
-
-
 def parse_slowdown(text: str) -> dict[str, float]:
     factors: dict[str, float] = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
@@ -144,4 +141,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    _stop_coverage()  # only as the worker process: the gate imports this module too
     sys.exit(main())
