@@ -71,13 +71,28 @@ def accepted() -> list[str]:
     return [p.strip() for p in text.replace("\n", ",").split(",") if p.strip()]
 
 
+def _gate(base: str, report: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "MEMSYS_BENCH_SLOWDOWN"}  # never a slowed HEAD here
+    return subprocess.run([sys.executable, "-m", "memsys.bench", "gate", "--base", base, "--quick",
+                           "--max-seconds", str(GATE_SECONDS), "--repo", str(ROOT), "--json", str(report)],
+                          cwd=ROOT, capture_output=True, text=True, env=env, timeout=GATE_SECONDS + 60)
+
+
+@pytest.mark.timeout(2 * (GATE_SECONDS + 60) + 60)  # a confirming second run may follow the first
 def test_ci_gate_against_the_previous_commit(tmp_path: Path) -> None:
     base, why = choose_base()
     report = tmp_path / "gate.json"
-    env = {k: v for k, v in os.environ.items() if k != "MEMSYS_BENCH_SLOWDOWN"}  # never a slowed HEAD here
-    done = subprocess.run([sys.executable, "-m", "memsys.bench", "gate", "--base", base, "--quick",
-                           "--max-seconds", str(GATE_SECONDS), "--repo", str(ROOT), "--json", str(report)],
-                          cwd=ROOT, capture_output=True, text=True, env=env, timeout=GATE_SECONDS + 60)
+    done = _gate(base, report)
+    if done.returncode == 1:
+        # A quick dose on a shared 2-core machine flagged one benchmark between two commits with
+        # identical code (1 run in 3 in CI): a regression must show again in a second, independent
+        # run to count. The verdict is the benchmarks both runs flag.
+        first = set(json.loads(report.read_text())["regressions"])
+        done = _gate(base, report)
+        if done.returncode == 1:
+            document = json.loads(report.read_text())
+            document["regressions"] = sorted(first & set(document["regressions"]))
+            report.write_text(json.dumps(document))
     output = f"({why})\n{done.stdout[-6000:]}{done.stderr[-3000:]}"
     assert done.returncode in (0, 1), output  # 2: the gate could not run at all
     document = json.loads(report.read_text())

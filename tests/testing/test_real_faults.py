@@ -122,8 +122,15 @@ def test_a_second_opener_of_a_locked_store_is_refused_everywhere(tmp_path) -> No
 
 
 def test_a_second_opener_that_overwrites_the_first_is_caught(tmp_path) -> None:
-    result = real_faults.opener_trial(broken_adapters.UnlockedRewritingStore, str(tmp_path / "s" / "store"),
-                                      writes=5)
+    from memsys.domain.errors import CorruptStoreError
+
+    try:
+        result = real_faults.opener_trial(broken_adapters.UnlockedRewritingStore, str(tmp_path / "s" / "store"),
+                                          writes=5)
+    except CorruptStoreError as exc:
+        # The two openers' rewrites interleaved into a damaged file (timing decides which): caught too.
+        assert "checksum" in str(exc)
+        return
     assert result.in_process == "shared" and result.tally.lost > 0, result.tally.summary()
 
 
