@@ -14,26 +14,11 @@ from __future__ import annotations
 
 import pytest
 
-from memsys.testing.plugin import skip_server_unavailable
-from memsys.testing.powerloss import PowerLossFS, PowerLossUnavailable
+from memsys.testing.powerloss import PowerLossFS
 from scenarios import profiles
 from scenarios.machines import backend_stores, power_loss_machine
 
 MIXES = {("lmdb", "tinydb"): (5, 15), ("duckdb", "networkx"): (3, 12)}
-
-
-@pytest.fixture
-def plfs(tmp_path):
-    fs = PowerLossFS(tmp_path)
-    try:
-        fs.mount()
-    except PowerLossUnavailable as exc:
-        fs.close()
-        skip_server_unavailable(f"power-loss filesystem: {exc}")
-    try:
-        yield fs
-    finally:
-        fs.close()
 
 
 @pytest.mark.parametrize("backends", list(MIXES), ids=["+".join(m) for m in MIXES])
