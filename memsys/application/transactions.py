@@ -199,10 +199,15 @@ class Coordinator:
         self._completed_seq = 0
         self._workers: dict[str, _StoreWorker] = {}
         self._last_lsn = 0
-        # Every commit with an LSN up to this is applied on every store. A transaction starts
-        # from it, so it conflicts with any commit it might not have seen; a quarantined store
-        # holds it back until recovery has caught the store up.
+        # Every commit with an LSN up to this is applied on every store that is not quarantined. A
+        # transaction starts from it, so it conflicts with any commit it might not have seen.
         self._applied_lsn = 0
+        # A quarantined store -> the watermark when it was quarantined (it holds every commit up to
+        # that). Per store, so one store waiting for recovery does not make rewrites on the others
+        # conflict; a transaction that began during a quarantine keeps that store's watermark
+        # (_begin_held) even after recovery, since it may have read the store while it lagged.
+        self._held: dict[str, int] = {}
+        self._begin_held: dict[str, dict[str, int]] = {}
         self._logged_lsn = 0
         self._last_write: dict[tuple[str, str], int] = {}
         self._active: dict[str, int] = {}
@@ -228,17 +233,21 @@ class Coordinator:
     def begin(self, transaction_id: str) -> int:
         with self._cv:
             self._active[transaction_id] = self._applied_lsn
+            if self._held:
+                self._begin_held[transaction_id] = dict(self._held)
             return self._applied_lsn
 
     def finish(self, transaction_id: str) -> None:
         with self._cv:
             self._active.pop(transaction_id, None)
+            self._begin_held.pop(transaction_id, None)
             if len(self._last_write) > 50_000:
                 self._prune()
 
     def _prune(self) -> None:
         """Forget write marks no open transaction can conflict with (caller holds the lock)."""
-        horizon = min(self._active.values(), default=self._applied_lsn)
+        horizon = min([self._applied_lsn, *self._active.values(), *self._held.values(),
+                       *(lsn for held in self._begin_held.values() for lsn in held.values())])
         self._last_write = {k: v for k, v in self._last_write.items() if v > horizon}
 
     def current(self) -> TransactionContext | None:
@@ -307,10 +316,13 @@ class Coordinator:
     def _decide(self, transaction_id: str, start_lsn: int, prepared: dict[str, list[Operation]],
                 check_conflicts: bool, stamp: bool = True) -> _Pending:
         with self._cv:
+            began_held = self._begin_held.get(transaction_id, {})
             for name, ops in prepared.items():
                 if check_conflicts:
+                    # What this store surely held when the transaction began (less if it lagged).
+                    since = min(start_lsn, self._held.get(name, start_lsn), began_held.get(name, start_lsn))
                     for op in ops:
-                        if self._last_write.get((name, op_key(op)), 0) > start_lsn:
+                        if self._last_write.get((name, op_key(op)), 0) > since:
                             self.metrics.incr("conflicts")
                             raise ConflictError(
                                 f"transaction {transaction_id}: {op.item_id!r} on store {name!r} was committed by "
@@ -469,8 +481,10 @@ class Coordinator:
                 self._cv.wait()
             self._completed_seq += 1
             self._inflight -= 1
-            if not self._quarantined and all(e.error is None or isinstance(e.error, TransactionAbortedError)
-                                             for e in batch):  # applied everywhere, or never logged
+            # Applied on every store but quarantined ones (whose own watermark is held), or never logged.
+            if all(e.error is None or isinstance(e.error, TransactionAbortedError)
+                   or (isinstance(e.error, CommitIncompleteError) and e.failed and set(e.failed) <= set(self._held))
+                   for e in batch):
                 self._applied_lsn = max(self._applied_lsn, batch[-1].lsn)
             for e in batch:
                 e.done = True
@@ -539,6 +553,7 @@ class Coordinator:
                   name, reason)
         with self._cv:
             self._quarantined[name] = reason
+            self._held.setdefault(name, self._applied_lsn)
 
     def _remember(self, name: str, commits: Sequence[tuple[int, str, list[dict[str, Any]]]]) -> None:
         """Keep committed operations ``name`` has not applied (caller holds ``_cv``)."""
@@ -667,13 +682,17 @@ class Coordinator:
                     report.errors[name] = exc
                     with self._cv:
                         self._quarantined[name] = report.failed_stores[name]
+                        self._held.setdefault(name, self._applied_lsn)
                         self._remember(name, commits)
                     continue
                 with self._cv:
                     self._quarantined.pop(name, None)
+                    self._held.pop(name, None)
                     self._unapplied.pop(name, None)
             with self._cv:
-                if not self._quarantined:  # every logged commit is now applied everywhere
+                # No group is in flight: every store not quarantined holds every logged commit
+                # (unless it lacks some without being quarantined: then wait for its recovery).
+                if not (set(self._unapplied) & set(self.stores)) - set(self._held):
                     self._applied_lsn = max(self._applied_lsn, self._logged_lsn)
             if stores is None or report.dead_lettered:
                 # Safe whatever failed: compaction carries every commit a store still lacks.
