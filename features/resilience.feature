@@ -46,18 +46,38 @@ Feature: Reads and writes keep working while a store fails, on every kind of sto
       | lmdb     |
       | duckdb   |
 
-  Scenario: Retries give up at the deadline while the store stays down
-    Given a lmdb store holding "rt-2"
-    And lmdb is down
+  Scenario Outline: Retries give up at the deadline while <store> stays down
+    Given a <store> store holding "rt-2"
+    And <store> is down
     When the operator reads "rt-2" with up to 1000 attempts, backoff and a deadline of 0.3 seconds
-    Then the read fails because lmdb is unavailable
+    Then the read fails because <store> is unavailable
     And it gave up before its attempts ran out, having waited no longer than the deadline
 
-  Scenario: A permanent error is not retried
-    Given a lmdb store holding "rt-3"
-    And lmdb refuses every read for good
+    Examples:
+      | store    |
+      | tinydb   |
+      | networkx |
+      | faiss    |
+      | chroma   |
+      | kuzu     |
+      | lmdb     |
+      | duckdb   |
+
+  Scenario Outline: A permanent error from <store> is not retried
+    Given a <store> store holding "rt-3"
+    And <store> refuses every read for good
     When the operator reads "rt-3" with up to 4 attempts and backoff
     Then the read fails with the permanent error after 1 attempt and no wait
+
+    Examples:
+      | store    |
+      | tinydb   |
+      | networkx |
+      | faiss    |
+      | chroma   |
+      | kuzu     |
+      | lmdb     |
+      | duckdb   |
 
   Scenario Outline: Reads fall back to the next store while <store> is down
     Given a manager over <store> and a backup store, <store> first

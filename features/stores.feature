@@ -27,7 +27,7 @@ Feature: Every store meets real disk faults, damaged files, second openers and o
     And the disk is full
     When the operator stores 40 large notes in <store>
     Then the write fails with a disk-full error naming a file of the store
-    And the notes stored before can still be read
+    And each note stored before reads back as it was, unless the read itself is refused as disk-full
     When space is freed and the operator stores "after-full" in <store>
     And the <store> store is reopened
     Then it holds the 10 notes and "after-full" and none of the refused notes

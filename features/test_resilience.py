@@ -235,7 +235,8 @@ def waits_grew(world):
 
 @then(parsers.parse("the read fails because {store} is unavailable"))
 def read_failed_unavailable(world, store):
-    assert isinstance(world["error"], StoreUnavailableError) and world["error"].transient, repr(world["error"])
+    error = world["error"]
+    assert isinstance(error, StoreUnavailableError) and error.transient and error.store == store, repr(error)
 
 
 @then("it gave up before its attempts ran out, having waited no longer than the deadline")

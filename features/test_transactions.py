@@ -5,12 +5,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 
 import pytest
 from pytest_bdd import given, parsers, scenarios, then, when
 
 from features.conftest import note, partner, present_on
-from memsys import DiskFullError, MemoryManager, TransactionAbortedError
+from memsys import CommitIncompleteError, ConflictError, DiskFullError, MemoryManager, TransactionAbortedError
 from memsys.adapters.duckdb_store import DuckDBMemoryAdapter
 from memsys.adapters.lmdb_store import LMDBMemoryAdapter
 from memsys.adapters.tinydb_store import TinyDBMemoryAdapter
@@ -28,13 +29,15 @@ DECISION = {"before": "after_prepare", "after": "after_log_sync"}
 
 # ------------------------------------------------------------------ two stores
 
-def _open_pair(world, store: str, plan: FaultPlan | None = None) -> MemoryManager:
+def _open_pair(world, store: str, plan: FaultPlan | None = None, *, first_too: bool = False) -> MemoryManager:
     second = partner(store)
     world["pair"] = (store, second)
     first_store = world.open_store(store)
     second_store = world.open_store(second)
     if plan is not None:
         second_store = wrap_store(second_store, plan)
+        if first_too:
+            first_store = wrap_store(first_store, plan)
     return world.manager({store: first_store, second: second_store})
 
 
@@ -42,6 +45,61 @@ def _open_pair(world, store: str, plan: FaultPlan | None = None) -> MemoryManage
 def manager_over_pair(world, store):
     world["plan"] = FaultPlan(seed=9)
     _open_pair(world, store, world["plan"])
+
+
+@given(parsers.parse("a manager over {store} and a second store with a transaction log, where {store_} can fail"))
+def manager_over_pair_first_faulty(world, store, store_):
+    world["plan"] = FaultPlan(seed=9)
+    _open_pair(world, store, world["plan"], first_too=True)
+
+
+@given(parsers.parse("{store} will fail every write it is asked to apply"))
+def fails_every_apply(world, store):
+    world["plan"].add("apply_prepared", "transient", store=store)
+
+
+@then(parsers.parse("the write is committed but incomplete on {store}"))
+def committed_but_incomplete(world, store):
+    error = world["error"]
+    assert isinstance(error, CommitIncompleteError), repr(error)
+    assert error.committed and error.store == store, (error.committed, error.store)
+
+
+@then(parsers.parse('"{item_id}" is on the second store only'))
+def on_second_only(world, item_id):
+    assert present_on(world["manager"], item_id) == {world["pair"][1]}
+
+
+@when(parsers.parse("{store} is healed and the manager recovers"))
+def heal_and_recover(world, store):
+    world["plan"].heal()
+    report = world["manager"].recover()
+    assert report.ok, report
+
+
+@when(parsers.parse('a transaction rewrites "{old_id}" and stores "{item_id}" in both stores, then the caller\'s '
+                    'code raises'))
+def caller_raises(world, old_id, item_id):
+    manager = world["manager"]
+    try:
+        with manager.with_transaction(list(world["pair"])):
+            for name in world["pair"]:
+                manager.adapters[name].store(note(old_id, "rewritten, then abandoned"))
+                manager.adapters[name].store(note(item_id))
+            raise _CallerError("the caller changed its mind")
+    except Exception as exc:  # judged by the Then step
+        world["error"] = exc
+    else:
+        world["error"] = None
+
+
+class _CallerError(Exception):
+    """The caller's own failure inside a transaction block."""
+
+
+@then("the caller's error reaches the caller")
+def callers_error(world):
+    assert type(world["error"]) is _CallerError, repr(world["error"])
 
 
 @given("the second store refuses to prepare any write")
@@ -97,6 +155,52 @@ def dies_around_decision(world, when_, item_id):
     with pytest.raises(SimulatedCrash):
         manager.store(note(item_id), list(world["pair"]))
     abandon(manager)  # a dead process: no checkpoint, no flush
+
+
+@when(parsers.parse('two transactions read "{item_id}" from {store} and both rewrite it, the first commits first'))
+def race(world, item_id, store):
+    # Both read inside their transactions before either commits; the second writes only after the
+    # first has committed, so first-committer-wins must refuse the second.
+    manager = world["manager"]
+    both_read, first_done = threading.Barrier(2), threading.Event()
+    outcomes: dict[str, object] = {}
+
+    def rewrite(who: str) -> None:
+        try:
+            with manager.with_transaction([store]):
+                current = manager.adapters[store].retrieve(item_id)
+                both_read.wait(10)
+                if who == "second":
+                    first_done.wait(10)
+                manager.adapters[store].store(current.replace(content=f"rewritten by the {who}"))
+            outcomes[who] = "committed"
+        except Exception as exc:  # judged by the Then step
+            outcomes[who] = exc
+        finally:
+            if who == "first":
+                first_done.set()
+
+    threads = [threading.Thread(target=rewrite, args=(who,)) for who in ("first", "second")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not any(thread.is_alive() for thread in threads), "a racing transaction hung"
+    world["outcomes"] = outcomes
+
+
+@then(parsers.parse('the first commits and the second fails with a conflict naming "{item_id}"'))
+def first_committer_wins(world, item_id):
+    outcomes = world["outcomes"]
+    assert outcomes.get("first") == "committed", outcomes
+    assert isinstance(outcomes.get("second"), ConflictError) and item_id in str(outcomes["second"]), outcomes
+
+
+@then(parsers.parse('{store} holds the first rewrite of "{item_id}", with a newer version than before'))
+def holds_first_rewrite(world, store, item_id):
+    item = world["manager"].adapters[store].retrieve(item_id)
+    assert item.content == "rewritten by the first", item
+    assert item.version > world["acknowledged"][store], (item.version, world["acknowledged"])
 
 
 @when(parsers.parse("{transactions:d} transactions each store {count:d} notes in {store} and the process dies "
@@ -251,8 +355,7 @@ def _pl_manager(world) -> MemoryManager:
     return world.manager(stores, transaction_log=os.path.join(workdir, "txlog"), compact_records=2)
 
 
-@given("a manager over LMDB, DuckDB and TinyDB on a disk that loses unsynced writes, compacting its log often")
-def power_loss_disk(world):
+def _mount_power_loss_disk(world) -> None:
     fs = PowerLossFS(world["root"] / "power")
     try:
         fs.mount()
@@ -263,7 +366,40 @@ def power_loss_disk(world):
     world["fs"] = fs
     world["workdir"] = os.path.join(fs.mount_point, "stores")
     os.makedirs(world["workdir"])
+
+
+@given("a manager over LMDB, DuckDB and TinyDB on a disk that loses unsynced writes, compacting its log often")
+def power_loss_disk(world):
+    _mount_power_loss_disk(world)
     _pl_manager(world)
+
+
+def _pl_pair(world) -> MemoryManager:
+    """The two stores set up as under a coordinator log (unsynced: the log makes commits durable)."""
+    folder = world["workdir"]
+    stores = {name: world.open_store(name, folder=folder) for name in world["pair"]}
+    return world.manager(stores, transaction_log=os.path.join(folder, "txlog"))
+
+
+@given(parsers.parse("a manager over {store} and a second store on a disk that loses unsynced writes"))
+def pair_on_power_loss_disk(world, store):
+    _mount_power_loss_disk(world)
+    world["pair"] = (store, partner(store))
+    _pl_pair(world)
+
+
+@when(parsers.parse('the power fails {step} while a transaction stores "{item_id}" in both stores'))
+def power_fails_in_pair(world, step, item_id):
+    manager = world["manager"]
+    crash_at(manager, step)
+    with pytest.raises(SimulatedCrash):
+        manager.store(note(item_id), list(world["pair"]))
+    _lose_power(world, manager)
+
+
+@when("the two stores are opened again after the power is back")
+def reopen_pair_after_power(world):
+    assert _pl_pair(world).last_recovery.ok, world["manager"].last_recovery
 
 
 @given(parsers.parse("{count:d} transactions were acknowledged"))
@@ -280,6 +416,11 @@ def power_fails(world, step, item_id):
     crash_at(manager, step)
     with pytest.raises(SimulatedCrash):
         manager.store(note(item_id), list(PL_STORES))
+    _lose_power(world, manager)
+
+
+def _lose_power(world, manager: MemoryManager) -> None:
+    """The power fails; then what the dead process held is dropped."""
     world["fs"].power_failure()
     previous = logging.root.manager.disable
     logging.disable(logging.CRITICAL)  # the dead process's closes reach a dead mount

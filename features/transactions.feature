@@ -46,6 +46,60 @@ Feature: A write across stores lands on all of them or on none, on every kind of
       | duckdb   | before | no store    |
       | duckdb   | after  | both stores |
 
+  Scenario Outline: Two writers race to rewrite one note on <store> and the second to commit must re-run
+    Given a manager over <store> and a second store with a transaction log
+    And "race-1" was stored in both stores
+    When two transactions read "race-1" from <store> and both rewrite it, the first commits first
+    Then the first commits and the second fails with a conflict naming "race-1"
+    And <store> holds the first rewrite of "race-1", with a newer version than before
+
+    Examples:
+      | store    |
+      | tinydb   |
+      | networkx |
+      | faiss    |
+      | chroma   |
+      | kuzu     |
+      | lmdb     |
+      | duckdb   |
+
+  Scenario Outline: <store> fails every write after the commit decision, and recovery completes it
+    Given a manager over <store> and a second store with a transaction log, where <store> can fail
+    And <store> will fail every write it is asked to apply
+    When the operator stores "tx-3" in both stores
+    Then the write is committed but incomplete on <store>
+    And "tx-3" is on the second store only
+    When <store> is healed and the manager recovers
+    Then "tx-3" is on both stores
+
+    Examples:
+      | store    |
+      | tinydb   |
+      | networkx |
+      | faiss    |
+      | chroma   |
+      | kuzu     |
+      | lmdb     |
+      | duckdb   |
+
+  Scenario Outline: An error in the caller's code inside a transaction over <store> rolls both stores back
+    Given a manager over <store> and a second store with a transaction log
+    And "keep-1" was stored in both stores
+    When a transaction rewrites "keep-1" and stores "tx-4" in both stores, then the caller's code raises
+    Then the caller's error reaches the caller
+    And "tx-4" is on no store
+    And "keep-1" is on both stores with the version it was acknowledged with
+
+    Examples:
+      | store    |
+      | tinydb   |
+      | networkx |
+      | faiss    |
+      | chroma   |
+      | kuzu     |
+      | lmdb     |
+      | duckdb   |
+
   Scenario: A store that refuses a write at prepare aborts the whole transaction
     Given a manager over kuzu and a second store with a transaction log
     When the operator stores a note larger than one Kuzu transaction holds in both stores
@@ -73,6 +127,32 @@ Feature: A write across stores lands on all of them or on none, on every kind of
       | after_log_sync    | every store          |
       | after_first_apply | every store          |
       | after_end         | every store          |
+
+  @server
+  Scenario Outline: The power fails <step> while <store> and a second store commit, and recovery settles it
+    Given a manager over <store> and a second store on a disk that loses unsynced writes
+    And "before-pl" was stored in both stores
+    When the power fails <step> while a transaction stores "pl-2" in both stores
+    And the two stores are opened again after the power is back
+    Then "before-pl" is on both stores with the version it was acknowledged with
+    And "pl-2" is on <where>
+
+    Examples:
+      | store    | step              | where       |
+      | tinydb   | after_prepare     | no store    |
+      | tinydb   | after_first_apply | both stores |
+      | networkx | after_prepare     | no store    |
+      | networkx | after_first_apply | both stores |
+      | faiss    | after_prepare     | no store    |
+      | faiss    | after_first_apply | both stores |
+      | chroma   | after_prepare     | no store    |
+      | chroma   | after_first_apply | both stores |
+      | kuzu     | after_prepare     | no store    |
+      | kuzu     | after_first_apply | both stores |
+      | lmdb     | after_prepare     | no store    |
+      | lmdb     | after_first_apply | both stores |
+      | duckdb   | after_prepare     | no store    |
+      | duckdb   | after_first_apply | both stores |
 
   Scenario Outline: A note deleted across stores is gone from both, also after a restart (<store>)
     Given a manager over <store> and a second store with a transaction log

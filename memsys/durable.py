@@ -25,7 +25,6 @@ the log restarts. On open the snapshot is loaded and newer records replayed.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
 import json
@@ -117,12 +116,23 @@ class PathLock:
 
     def release(self) -> None:
         fd, self._fd = self._fd, None
-        if fd is not None:
-            # Closing the last descriptor drops the flock. Linux frees the descriptor even when
-            # close reports an error (EIO on a file system that went away): nothing is left held,
-            # and raising here would hide the error that made the caller release the lock.
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        if fd is None:
+            return
+        # Unlock explicitly first: if close then fails and leaves the descriptor open (POSIX
+        # allows it), the path is still free for the next opener. Errors are logged, not raised:
+        # release runs on error paths (a failed open, close()) whose own error must not be hidden.
+        try:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        except OSError as exc:
+            if exc.errno == errno.EBADF:  # closed elsewhere already, which dropped the lock with it
+                log.warning("the lock file %s%s was closed behind its lock's back (%s)", self.path, self.SUFFIX, exc)
+                return
+            log.warning("unlocking %s%s failed (%s); closing its descriptor anyway", self.path, self.SUFFIX, exc)
+        try:
+            os.close(fd)
+        except OSError as exc:
+            log.warning("closing the lock file %s%s failed (%s); the lock was released, the descriptor may "
+                        "have leaked", self.path, self.SUFFIX, exc)
 
     def __enter__(self) -> PathLock:
         return self

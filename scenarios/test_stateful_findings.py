@@ -1,7 +1,7 @@
 """Bugs the stateful machines found in memsys, each pinned by its shortest deterministic replay.
 
-Each test is xfail(strict=True) while the bug stands and starts failing (XPASS) once it is
-fixed: then drop the marker, and the machine's workaround named in the test.
+A bug not fixed yet is marked xfail(strict=True), so it starts failing (XPASS) once it is fixed:
+then the marker goes, with any workaround in the machines; the test stays as a regression test.
 """
 
 from __future__ import annotations
@@ -14,11 +14,7 @@ from memsys.domain.errors import CommitIncompleteError
 from memsys.testing.port_faults import FaultPlan, wrap_store
 
 
-@pytest.mark.xfail(strict=True, reason="memsys bug (reported): while one store is quarantined, the coordinator's "
-                   "global applied watermark (Coordinator._applied_lsn) is held back, so a transaction on a "
-                   "healthy store that rewrites an id written since then gets ConflictError with no concurrent "
-                   "writer, and re-running it fails the same way until recovery (scenarios/machines.py writes "
-                   "fresh ids during a quarantine to step around it)")
+# Found by the fault machine (fixed: per-store watermark in Coordinator._decide).
 def test_a_quarantined_store_does_not_make_sequential_writes_to_another_store_conflict(tmp_path) -> None:
     plan = FaultPlan(seed=0, crash_mode="raise")
     manager = MemoryManager({"lmdb": wrap_store(LMDBMemoryAdapter(path=tmp_path / "lmdb", sync=False), plan, "lmdb"),
