@@ -97,7 +97,9 @@ BREAKS: tuple[Break, ...] = (
     Break("decision-not-fsynced", "the commit records (the decision) are appended without fsync",
           (Edit(TX, "self.log.append(records, sync=True)", "self.log.append(records, sync=False)"),),
           ("tests/powerloss/test_power_loss_stores.py::test_no_acknowledged_transaction_is_lost_across_power_failures",
-           "tests/powerloss/test_power_loss_protocol.py")),
+           "tests/powerloss/test_power_loss_protocol.py",
+           "features/test_transactions.py::test_the_power_fails_step_while_store_and_a_second_store_commit_and_"
+           "recovery_settles_it[lmdb-after_first_apply-both stores]")),
     Break("apply-before-decision", "the stores apply a group before its commit records are in the log",
           (Edit(TX, 'self._hook("after_log_write")', """\
                 for e in batch:  # BREAK: apply first, decide later
@@ -111,7 +113,9 @@ BREAKS: tuple[Break, ...] = (
                 return report  # BREAK
                 with self.tracer.start_as_current_span("memsys.recovery"):"""),),
           ("tests/breaks/test_recovery_keeps_versions.py",
-           "tests/application/test_recovery.py::test_a_crash_at_any_step_leaves_all_or_nothing_after_recovery")),
+           "tests/application/test_recovery.py::test_a_crash_at_any_step_leaves_all_or_nothing_after_recovery",
+           "features/test_transactions.py::test_store_fails_every_write_after_the_commit_decision_and_recovery_"
+           "completes_it[lmdb]")),
     Break("recovery-redoes-undecided", "a commit record whose append failed stays in the log, so "
           "recovery redoes a transaction that was told it was rolled back",
           (Edit("memsys/durable.py", "except OSError as exc:\n            self._cut_back()",
@@ -120,8 +124,10 @@ BREAKS: tuple[Break, ...] = (
            "tests/faults/test_coordinator_faults.py::test_disk_full_at_the_commit_record_leaves_no_commit_to_redo")),
     Break("conflict-check-removed", "concurrent writes to one id are never detected",
           (Edit(TX, "if self._last_write.get((name, op_key(op)), 0) > since:", "if False:  # BREAK"),),
-          # (scenarios/test_concurrent_transactions.py catches it too, but Hypothesis then shrinks for minutes)
-          ("tests/application/test_transactions.py::test_two_transactions_writing_one_id_one_commits_one_conflicts",)),
+          ("tests/application/test_transactions.py::test_two_transactions_writing_one_id_one_commits_one_conflicts",
+           "features/test_transactions.py::test_two_writers_race_to_rewrite_one_note_on_store_and_the_second_to_"
+           "commit_must_rerun[lmdb]")),
+          # (scenarios/test_concurrent_transactions.py catches it too, but runs ~2 minutes broken)
     Break("cache-not-invalidated", "a commit does not invalidate the read-through cache",
           (Edit(MANAGER, "self.cache.invalidate(op.item_id)", "pass  # BREAK"),),
           ("tests/resilience/test_fallback_sync_router.py::test_get_with_cache_reads_through_and_is_invalidated_by_commits",
@@ -278,6 +284,7 @@ def _child_env(copy: str, report: str) -> dict[str, str]:
     env["PYTHONPATH"] = copy + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+    env["MEMSYS_SHRINK"] = "0"  # a catch needs one failing example, not minutes of shrinking it
     env[_ROOT_ENV] = copy
     env[_REPORT_ENV] = report
     return env
@@ -298,7 +305,8 @@ def run_tests(name: str, tests: Sequence[str], brk: Break | None, *, timeout: fl
         report = os.path.join(tmp, "failed.txt")
         # Only the plugins these tests use (autoloading all installed ones costs seconds per break).
         command = [sys.executable, "-m", "pytest", "-q", "-o", "addopts=", "-p", "no:cacheprovider",
-                   "-p", "pytest_timeout", "-p", "_hypothesis_pytestplugin", "-p", "scenarios.breaks",
+                   "-p", "pytest_timeout", "-p", "_hypothesis_pytestplugin", "-p", "pytest_bdd.plugin",
+                   "-p", "scenarios.breaks",
                    f"--timeout={test_timeout:g}", "--basetemp", os.path.join(tmp, "pytest"), *tests]
         if exitfirst:
             command.insert(4, "-x")
