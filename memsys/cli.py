@@ -72,7 +72,7 @@ def _chaos_run(args: argparse.Namespace) -> int:
     experiments = [e.strip() for e in args.experiments.split(",") if e.strip()] if args.experiments else None
     config = build_config(data, source=args.config, seed=args.seed, profile=profile, experiments=experiments,
                           workdir=args.workdir, report=args.report, toxiproxy=args.toxiproxy)
-    return run_chaos(config=config)
+    return run_chaos(config=config, only=args.only)
 
 
 def _chaos_crash(args: argparse.Namespace) -> int:
@@ -182,10 +182,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="run only these: faults, crash, stateful, network, powerloss, real")
     run.add_argument("--toxiproxy", default=None, metavar="URL",
                      help="an existing Toxiproxy server (http://HOST:PORT) instead of starting one")
+    run.add_argument("--only", action="append", default=None, metavar="STEP",
+                     help="run only the steps whose description starts with STEP (repeatable), e.g. "
+                     "'manager machine [lmdb]'; a stateful failure's replay lines use it")
     dose = run.add_mutually_exclusive_group()
     dose.add_argument("--quick", action="store_true", help="the quick profile: a smaller dose of everything (CI)")
     dose.add_argument("--deep", action="store_true",
-                      help="the deep profile: more kills, more stateful examples, longer soaks")
+                      help="the deep profile: more kills, more stateful examples, longer soaks, and the "
+                      "manager machines over every adapter alone and mixed")
     run.set_defaults(func=_chaos_run)
 
     crash = chaos_sub.add_parser("crash", help="SIGKILL a transaction workload and check atomicity and durability")

@@ -4,6 +4,7 @@
     python -m scenarios.breaks --list          # the breaks and the tests selected for each
     python -m scenarios.breaks --check         # only check that every break still applies to the source
     python -m scenarios.breaks -k fsync -j 1   # breaks whose name contains "fsync", one at a time
+    python -m scenarios.breaks --summary       # the README's table (first catcher, number of catchers)
 
 A break is a source-level edit of memsys: exact text replacements, each of which must match
 exactly once (a missing or ambiguous anchor is a loud error, never a silent pass: the code moved,
@@ -409,6 +410,18 @@ def format_table(results: Sequence[Result]) -> str:
     return "\n".join(lines)
 
 
+def format_summary(results: Sequence[Result]) -> str:
+    """The table the README shows: the first catching test by name, and how many tests caught it."""
+    lines = ["| break | caught by (first of the catching tests) | catching tests |", "|---|---|---:|"]
+    for r in results:
+        if r.error or not r.caught_by:
+            lines.append(f"| {r.name} | {'ERROR: ' + r.error if r.error else 'NOT CAUGHT'} | 0 |")
+            continue
+        path, _, test = r.caught_by[0].partition("::")
+        lines.append(f"| {r.name} | `{test or path}` ({path}) | {len(r.caught_by)} |")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m scenarios.breaks", description=__doc__.split("\n")[0])
     parser.add_argument("-k", dest="match", default="", help="only breaks whose name contains this")
@@ -418,6 +431,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="stop each break's tests at the first failure (faster; names one catcher)")
     parser.add_argument("--list", action="store_true", help="list the breaks and their tests")
     parser.add_argument("--check", action="store_true", help="only check that every break applies")
+    parser.add_argument("--summary", action="store_true",
+                        help="print the README's table (first catching test, number of catching tests)")
     args = parser.parse_args(argv)
     breaks = [b for b in BREAKS if args.match in b.name]
     if not breaks:
@@ -441,7 +456,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     results, baseline = run(breaks, jobs=args.jobs, baseline=not args.no_baseline, exitfirst=args.exitfirst)
     print()
-    print(format_table(results))
+    print(format_summary(results) if args.summary else format_table(results))
     ok = all(r.caught for r in results)
     if baseline is not None and (baseline.error or baseline.caught_by):
         ok = False

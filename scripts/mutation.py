@@ -15,7 +15,7 @@ ignored by git), appends the ``[tool.mutmut]`` block it builds below, and runs `
 there.  Process isolation is ``forkserver``: mutmut's default ``fork`` mode hangs on the
 threads that the suite's fixtures start.
 
-Sampling: with ``--sample N`` (default 12) the script generates every mutant, then picks N per
+Sampling: with ``--sample N`` (default 20) the script generates every mutant, then picks N per
 source file with ``random.Random(f"{seed}:{path}").sample`` over the sorted mutant names, so the
 same sample is drawn on every machine for the same code (for 6 <= N <= 21, a smaller N draws a
 subset of a larger one, so ``--resume`` reuses verdicts).  The score printed is killed / sampled
@@ -190,7 +190,7 @@ def report(scratch: Path, names: list[str] | None) -> dict[str, dict[str, int]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--target", choices=sorted(TARGETS), default="core")
-    parser.add_argument("--sample", type=int, default=12, help="mutants per file (0 = all)")
+    parser.add_argument("--sample", type=int, default=20, help="mutants per file (0 = all)")
     parser.add_argument("--seed", type=int, default=9)
     parser.add_argument("--children", type=int, default=2, help="mutmut workers (keep 1-2 on a shared box)")
     parser.add_argument("--scratch", type=Path, default=ROOT / "build" / "mutation")

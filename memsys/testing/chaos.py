@@ -561,12 +561,53 @@ def crash_recovery(folder: str, seed: int, kills: int, tick: Callable[[int], Non
     return results
 
 
-def stateful_model(folder: str, examples: int, steps: int, tick: Callable[[int], None] = lambda n: None) -> Experiment:
-    from hypothesis import HealthCheck, settings
-    from hypothesis.stateful import run_state_machine_as_test
+def _profile_flag(profile: str) -> str:
+    return {"quick": " --quick", "deep": " --deep"}.get(profile, "")
 
+
+def chaos_replay_command(seed: int, profile: str, step: str) -> str:
+    """The ``memsys chaos run`` command that reruns only the plan step ``step`` (its description)."""
+    import shlex
+
+    return f"memsys chaos run{_profile_flag(profile)} --experiments stateful --seed {seed} --only {shlex.quote(step)}"
+
+
+def _machine_failure(experiment: Experiment, exc: BaseException, machine: type, lines: int = 40) -> None:
+    """A machine's failure in the experiment: what broke, the steps that led there (the invariant
+    checks after each step left out) and the lines that replay it, all of it in ``detail``."""
+    experiment.status = "FAILED"
+    if isinstance(exc, AssertionError):
+        experiment.unexpected = 1  # a store disagreed with the model
+    else:
+        experiment.errors = 1  # an exception no rule expected
+    notes = [str(n) for n in getattr(exc, "__notes__", [])]
+    checks = {f"state.{name}()" for name in _invariants(machine)}
+    steps = [n for n in notes if n.startswith(("state", "Draw ")) and n not in checks]
+    replay = [n for n in notes if "to replay this failure" in n]
+    if len(steps) > lines:
+        steps = [*steps[:5], f"... {len(steps) - lines + 5} steps ...", *steps[-(lines - 5):]]
+    message = str(exc).strip() or type(exc).__name__
+    experiment.detail = "\n".join([f"{type(exc).__name__}: {message}", "failing steps:",
+                                    *(f"    {s}" for s in steps), *(r.strip("\n") for r in replay)])
+
+
+def _invariants(machine: type) -> set[str]:
+    """The names of ``machine``'s invariants (Hypothesis prints each check as a step of its own)."""
+    try:
+        from hypothesis.stateful import INVARIANT_MARKER
+    except ImportError:  # pragma: no cover - a Hypothesis without it: the checks stay in the listing
+        return set()
+    return {name for name in dir(machine) if getattr(getattr(machine, name, None), INVARIANT_MARKER, None)}
+
+
+def stateful_model(folder: str, examples: int, steps: int, tick: Callable[[int], None] = lambda n: None,
+                   *, seed: int = 0, profile: str = "default") -> Experiment:
+    """The transaction machine (memsys.testing.stateful) over all seven stores, seeded and bounded
+    (the ci settings profile); a failure carries its steps and replay lines."""
+    from memsys.testing import profiles
     from memsys.testing.stateful import transaction_machine
 
+    description = "stateful model"
     experiment = Experiment("stateful model with simulated crashes", "all seven")
     started = time.perf_counter()
 
@@ -581,18 +622,75 @@ def stateful_model(folder: str, examples: int, steps: int, tick: Callable[[int],
             super().__init__()
 
     try:
-        run_state_machine_as_test(Counted, settings=settings(
-            max_examples=examples, stateful_step_count=steps, deadline=None, derandomize=True, database=None,
-            suppress_health_check=list(HealthCheck)))
-    except AssertionError as exc:
-        experiment.status = "FAILED"
-        experiment.partial = 1
-        experiment.detail = str(exc).splitlines()[0][:300]
+        profiles.run(Counted, examples=examples, steps=steps, profile="ci",
+                     command=chaos_replay_command(seed, profile, description))
+    except Exception as exc:  # noqa: BLE001 - a finding, reported with what replays it
+        _machine_failure(experiment, exc, Counted)
     else:
         experiment.attempted = examples
         experiment.detail = f"{examples} runs of up to {steps} steps, every state checked against the model"
     experiment.seconds = time.perf_counter() - started
     return experiment
+
+
+def machine_step(backends: Sequence[str]) -> str:
+    """The plan step (and report experiment) of the manager machine over ``backends``."""
+    return f"manager machine [{'+'.join(backends)}]"
+
+
+def manager_machine_run(backends: Sequence[str], *, examples: int, steps: int, seed: int, settings_profile: str = "deep",
+                        chaos_profile: str = "deep", tick: Callable[[int], None] = lambda n: None,
+                        open_stores: Callable[[str], dict[str, Any]] | None = None,
+                        shrink: bool | None = None) -> Experiment:
+    """The full manager machine (memsys.testing.manager_machine) over ``backends``: the CI dose
+    ``examples`` x ``steps`` under ``settings_profile`` (deep: 10x the examples, 2x the steps),
+    seeded by ``seed`` (the chaos run's seed names it). ``tick`` gets one unit per step run.
+    ``open_stores`` replaces the embedded stores (a test's broken adapter). A failure is the
+    experiment FAILED with its steps and the lines that replay it, exactly or as the same run."""
+    import zlib
+
+    from hypothesis.stateful import invariant
+
+    from memsys.testing import profiles
+    from memsys.testing.manager_machine import backend_stores, machine_label, manager_machine
+
+    label = machine_label(tuple(backends))
+    step = machine_step(backends)
+    experiment = Experiment(step, label)
+    # Each machine its own seed, all named by the run's: --seed reruns every one of them.
+    experiment.seed = zlib.crc32(f"{seed}:{label}".encode())
+    counts = {"examples": 0, "steps": 0}
+    machine = manager_machine(open_stores or backend_stores(*backends), label=label)
+
+    class Counted(machine):  # type: ignore[misc, valid-type]
+        def __init__(self) -> None:
+            counts["examples"] += 1
+            super().__init__()
+
+        @invariant()
+        def step_done(self) -> None:  # checked after every step (and once at the start)
+            counts["steps"] += 1
+            tick(1)
+
+    started = time.perf_counter()
+    planned = profiles.dose(examples, steps, settings_profile)
+    try:
+        profiles.run(Counted, examples=examples, steps=steps, profile=settings_profile, seed=experiment.seed,
+                     shrink=shrink, command=chaos_replay_command(seed, chaos_profile, step))
+    except Exception as exc:  # noqa: BLE001 - a finding, reported with what replays it
+        _machine_failure(experiment, exc, Counted)
+    else:
+        experiment.detail = (f"{counts['examples']} examples ({planned[0]} planned) of up to {planned[1]} steps, "
+                             f"seed {experiment.seed}: every store, the cache, the breakers and the queue "
+                             f"checked against the model after each step")
+    experiment.attempted = max(0, counts["steps"] - counts["examples"])  # steps, not the checks at the start
+    experiment.seconds = time.perf_counter() - started
+    return experiment
+
+
+#: Seconds per manager-machine step on the 2-core reference machine, by the slowest store of a set.
+MACHINE_STEP_SECONDS = {"chroma": 0.25, "kuzu": 0.06, "duckdb": 0.05, "faiss": 0.03, "networkx": 0.02,
+                        "tinydb": 0.02, "lmdb": 0.02}
 
 
 def network(folder: str, seed: int, *, toxiproxy: str | None, start_toxiproxy: bool, chroma: Any,
@@ -778,7 +876,20 @@ def plan_run(config: Any, workdir: str, *, dose: str | None = None, run_id: str 
     if "stateful" in config.experiments:
         plan.append(Planned("stateful model", "stateful", profile.stateful_examples, 0.03 * profile.stateful_steps,
                             lambda tick: stateful_model(os.path.join(workdir, "model"), profile.stateful_examples,
-                                                        profile.stateful_steps, tick)))
+                                                        profile.stateful_steps, tick, seed=seed,
+                                                        profile=profile.name)))
+        if profile.manager_machines:
+            # The manager machines of scenarios/ (every adapter alone, then the mixes) at the deep dose.
+            from memsys.testing.manager_machine import MACHINES
+            from memsys.testing.profiles import dose as machine_dose
+
+            for backends, (examples, steps) in MACHINES.items():
+                total = machine_dose(examples, steps, profile.manager_machines)
+                per = sum(MACHINE_STEP_SECONDS.get(b, 0.05) for b in backends)
+                plan.append(Planned(machine_step(backends), "stateful", total[0] * (total[1] + 1), per,
+                                    lambda tick, b=backends, e=examples, s=steps: manager_machine_run(
+                                        b, examples=e, steps=s, seed=seed, settings_profile=profile.manager_machines,
+                                        chaos_profile=profile.name, tick=tick)))
     if "network" in config.experiments:
         chroma = next((s for s in config.stores.values() if s.server is not None), None)
         from memsys.testing.chaos_config import NETWORK_FAULTS

@@ -57,7 +57,8 @@ EXPERIMENTS = ("faults", "crash", "stateful", "network", "powerloss", "real")
 DESCRIPTIONS = {
     "faults": "port-level fault injection during cross-store transactions, per store",
     "crash": "SIGKILL of transaction workers at random instants and protocol steps",
-    "stateful": "the stateful model over the seven stores with simulated crashes",
+    "stateful": "the stateful model over the seven stores with simulated crashes (deep: and the manager machines "
+                "over every adapter alone and mixed)",
     "network": "network faults through Toxiproxy between the Chroma client and a server",
     "powerloss": "power failures on a FUSE file system that forgets unsynced writes",
     "real": "disk full, damaged files, second openers, oversized writes, sustained updates",
@@ -82,6 +83,9 @@ class Profile:
     powerloss_transactions: int
     power_failures: int
     network_quick: bool      # the network matrix's smaller dose
+    #: The settings profile (memsys.testing.profiles) the manager machines of scenarios/ run under
+    #: as part of the stateful experiment, every adapter alone and the mixes; "" leaves them out.
+    manager_machines: str = ""
 
 
 PROFILES = {
@@ -89,7 +93,7 @@ PROFILES = {
     # About ten minutes on the 2-core reference machine (the SIGKILL rounds over seven stores are
     # the dearest part: 20 kills during transactions and 4 during single-store writes).
     "default": Profile("default", 60, 20, 10, 25, "default", 30, 3, True),
-    "deep": Profile("deep", 300, 300, 100, 40, "deep", 200, 12, False),
+    "deep": Profile("deep", 300, 300, 100, 40, "deep", 200, 12, False, manager_machines="deep"),
 }
 
 

@@ -231,6 +231,72 @@ def check_all_or_nothing(transactions: Mapping[str, TransactionRecord] | Iterabl
     return result
 
 
+
+@dataclasses.dataclass
+class HistoryCheck:
+    """The set checker and the all-or-nothing checker over one history, as one verdict:
+    ``lost`` and ``unexpected`` from ``check_transactions``, ``partial`` from either (the
+    all-or-nothing checker also says which store holds which ids)."""
+
+    transactions: TransactionCheck
+    atomicity: AllOrNothingCheck
+
+    @property
+    def lost(self) -> list[str]:
+        return list(self.transactions.lost)
+
+    @property
+    def partial(self) -> list[str]:
+        return sorted(set(self.transactions.partial) | set(self.atomicity.partial))
+
+    @property
+    def unexpected(self) -> list[str]:
+        return list(self.transactions.unexpected)
+
+    @property
+    def valid(self) -> bool:
+        return self.transactions.valid and self.atomicity.valid
+
+    def counts(self) -> dict[str, int]:
+        return {**self.transactions.counts(), "partial": len(self.partial)}
+
+    def explain(self, limit: int = 5) -> str:
+        lines = []
+        if self.lost:
+            lines.append(f"lost (acknowledged, missing): {self.lost[:limit]}")
+        if self.atomicity.partial:
+            lines.append("partial: " + self.atomicity.explain(limit).replace("\n", "; "))
+        elif self.partial:
+            lines.append(f"partial: {self.partial[:limit]}")
+        if self.unexpected:
+            lines.append(f"unexpected (failed or never attempted, yet present): {self.unexpected[:limit]}")
+        return "\n".join(lines)
+
+
+def check_history(transactions: Mapping[str, TransactionRecord] | Iterable[TransactionRecord],
+                  present: Mapping[str, Iterable[str] | Mapping[str, str | None]]) -> HistoryCheck:
+    """Judge a transaction history with both checkers at once.
+
+    ``present`` is as for ``check_all_or_nothing``: per store the ids it holds, or a mapping of
+    id to the transaction whose value it holds (None: a value no transaction wrote, say a
+    damaged one). For the set checker an id counts as present only when it holds the value of
+    a transaction that wrote it, so a wrong value counts as missing, not as present."""
+    records = {tx.id: tx for tx in (transactions.values() if isinstance(transactions, Mapping) else transactions)}
+    writers: dict[tuple[str, str], set[str]] = {}
+    for tx in records.values():
+        for store, ids in tx.writes.items():
+            for item_id in ids:
+                writers.setdefault((store, item_id), set()).add(tx.id)
+    plain: dict[str, set[str]] = {}
+    for store, ids in present.items():
+        if isinstance(ids, Mapping):
+            # An id no transaction wrote stays in, so the set checker reports it as a stray.
+            plain[store] = {i for i, writer in ids.items() if (store, i) not in writers or writer in writers[(store, i)]}
+        else:
+            plain[store] = set(ids)
+    return HistoryCheck(check_transactions(records, plain), check_all_or_nothing(records, present))
+
+
 @dataclasses.dataclass
 class RegisterCheck:
     reads: int = 0

@@ -267,3 +267,86 @@ def test_a_call_admitted_just_after_a_racing_probe_closed_the_circuit_is_not_a_p
     with pytest.raises(StoreUnavailableError):
         breaker.execute(lambda: (_ for _ in ()).throw(StoreUnavailableError("down")))
     assert breaker.state is CircuitState.CLOSED and breaker.failure_count == 1 and breaker.opened == 1
+
+
+# --- recovery's report ----------------------------------------------------------------------
+
+
+def test_recovery_reports_a_damaged_dead_letter_file_and_its_own_duration(tmp_path) -> None:
+    import time
+
+    from memsys.application.txlog import dead_letter_path
+
+    class Poisoned(InMemoryStore):
+        def _apply(self, ops, durable):
+            if any(isinstance(op, Put) and op.item.id in ("item-00002", "item-00003") for op in ops):
+                raise StoreError("the engine cannot take this item (injected)", store=self.name)
+            super()._apply(ops, durable)
+
+    log_path = tmp_path / "txlog"
+    manager = MemoryManager({"a": Poisoned(dimension=8), "b": InMemoryStore(dimension=8)}, transaction_log=log_path)
+    manager.store(sample_item(1))
+    for i in (2, 3):
+        with pytest.raises(CommitIncompleteError):
+            manager.store(sample_item(i))
+    assert len(manager.dead_letters()) == 2
+    manager.close()
+    letters = dead_letter_path(str(log_path))
+    with open(letters, "r+b") as f:  # a bit flip in the first of the two letters
+        data = f.read()
+        at = data.index(b'"store"') + 2
+        f.seek(at)
+        f.write(bytes([data[at] ^ 0x20]))
+
+    manager = MemoryManager({"a": InMemoryStore(dimension=8), "b": InMemoryStore(dimension=8)},
+                            transaction_log=log_path)
+    try:
+        started = time.perf_counter()
+        report = manager.recover()
+        took = time.perf_counter() - started
+    finally:
+        manager.close()
+    why = report.failed_stores["(dead letters)"]
+    assert why.startswith("CorruptStoreError: ") and letters in why, report.failed_stores
+    assert 0 <= report.seconds <= took  # the report's duration is the recovery's own
+
+
+# --- what operators read: the audit log's text, inspect's digest, the routing table -----------
+
+
+def test_the_operation_log_keeps_non_ascii_text_readable_for_an_auditor(tmp_path) -> None:
+    path = tmp_path / "ops.jsonl"
+    manager = MemoryManager({"a": InMemoryStore(dimension=8)}, transaction_log=tmp_path / "txlog",
+                            operation_log=path)
+    try:
+        manager.store(sample_item(1, content="café ☕ 記憶"))
+    finally:
+        manager.close()
+    text = path.read_text(encoding="utf-8")
+    assert "café ☕ 記憶" in text and "\\u" not in text  # grep finds it as written
+
+
+def test_inspect_reports_the_same_digest_and_sizes_for_the_same_items(tmp_path) -> None:
+    """Two inspects compare by their digests, also when taken at different times and by different
+    memsys versions: the digest (and each item's canonical size) of given items is fixed."""
+    from memsys.adapters.tinydb_store import TinyDBMemoryAdapter
+    from memsys.tools import inspect_store
+
+    path = tmp_path / "items.json"
+    store = TinyDBMemoryAdapter(path=path, sync=False)
+    for i in range(3):
+        store.store(sample_item(i, version=i + 1))
+    store.close()
+    report = inspect_store(f"tinydb:{path}")
+    assert report["healthy"], report
+    assert report["digest"] == "9f6a12dae13ced2a285b068506e41840"
+    assert [s["bytes"] for s in report["sample"]] == [408, 437, 435]
+
+
+def test_the_routing_table_lists_the_stores_it_routes_over(tmp_path) -> None:
+    manager = MemoryManager({"a": InMemoryStore(dimension=8), "b": InMemoryStore(dimension=8)},
+                            transaction_log=tmp_path / "txlog", routing={"CODE": ["b"]})
+    try:
+        assert manager.routing.stores == ["a", "b"]
+    finally:
+        manager.close()
