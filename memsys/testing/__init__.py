@@ -41,6 +41,9 @@ _EXPORTS = {
     "check_all_or_nothing": "memsys.testing.history",
     "check_registers": "memsys.testing.history",
     "check_transactions": "memsys.testing.history",
+    "LeakProbe": "memsys.testing.leaks",
+    "StoreCycle": "memsys.testing.leaks",
+    "LeakError": "memsys.testing.leaks",
 }
 
 __all__ = list(_EXPORTS)
