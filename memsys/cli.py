@@ -184,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="an existing Toxiproxy server (http://HOST:PORT) instead of starting one")
     run.add_argument("--only", action="append", default=None, metavar="STEP",
                      help="run only the steps whose description starts with STEP (repeatable), e.g. "
-                     "'manager machine [lmdb]'; a stateful failure's replay lines use it")
+                     "'manager machine (lmdb)'; a stateful failure's replay lines use it")
     dose = run.add_mutually_exclusive_group()
     dose.add_argument("--quick", action="store_true", help="the quick profile: a smaller dose of everything (CI)")
     dose.add_argument("--deep", action="store_true",

@@ -15,11 +15,17 @@ on the stores named there by spec (``lmdb:PATH``, ``chroma+http://HOST:PORT?coll
 * ``crash``: child processes running transactions are SIGKILLed at random instants and at every
   protocol step (memsys.testing.crash);
 * ``stateful``: random transactions over all seven stores, with simulated crashes at every step,
-  against a dict model;
+  against a dict model; under the deep profile also the manager machines of scenarios/
+  (memsys.testing.manager_machine: every adapter alone, the mixes, and the power-loss machine)
+  with the deep settings profile. A failure shows its steps and the lines that replay it
+  (``MEMSYS_BLOB=... memsys chaos run --deep --experiments stateful --seed N --only 'manager
+  machine (lmdb)'``);
 * ``network``: a ``chroma run`` server (or the Chroma server a config names) behind Toxiproxy (a
   local one, or the server at the configured address) gets network faults;
 * ``powerloss``: power failures on a FUSE file system that forgets what was never fsynced
-  (memsys.testing.powerloss), under an LMDB + DuckDB + TinyDB transaction workload;
+  (memsys.testing.powerloss), under an LMDB + DuckDB + TinyDB transaction workload: during
+  commits, during log compactions and during recovery, plain and with torn writes, judged by the
+  set and all-or-nothing checkers;
 * ``real``: the faults real stores meet (memsys.testing.real_faults): disk full, damaged files,
   second openers, oversized writes, sustained updates, each group in a child process.
 
@@ -633,34 +639,25 @@ def stateful_model(folder: str, examples: int, steps: int, tick: Callable[[int],
     return experiment
 
 
-def machine_step(backends: Sequence[str]) -> str:
-    """The plan step (and report experiment) of the manager machine over ``backends``."""
-    return f"manager machine [{'+'.join(backends)}]"
+def machine_step(backends: Sequence[str], kind: str = "manager") -> str:
+    """The plan step (and report experiment) of the ``kind`` machine (manager, power-loss) over ``backends``."""
+    return f"{kind} machine ({'+'.join(backends)})"
 
 
-def manager_machine_run(backends: Sequence[str], *, examples: int, steps: int, seed: int, settings_profile: str = "deep",
-                        chaos_profile: str = "deep", tick: Callable[[int], None] = lambda n: None,
-                        open_stores: Callable[[str], dict[str, Any]] | None = None,
-                        shrink: bool | None = None) -> Experiment:
-    """The full manager machine (memsys.testing.manager_machine) over ``backends``: the CI dose
-    ``examples`` x ``steps`` under ``settings_profile`` (deep: 10x the examples, 2x the steps),
-    seeded by ``seed`` (the chaos run's seed names it). ``tick`` gets one unit per step run.
-    ``open_stores`` replaces the embedded stores (a test's broken adapter). A failure is the
-    experiment FAILED with its steps and the lines that replay it, exactly or as the same run."""
+def _run_machine(experiment: Experiment, machine: type, step: str, *, examples: int, steps: int, seed: int,
+                 settings_profile: str, chaos_profile: str, tick: Callable[[int], None],
+                 shrink: bool | None, checked: str) -> Experiment:
+    """Run ``machine`` for ``experiment`` (a plan step named ``step``): the CI dose ``examples`` x
+    ``steps`` under ``settings_profile``, seeded from the chaos run's ``seed``; one tick per step."""
     import zlib
 
     from hypothesis.stateful import invariant
 
     from memsys.testing import profiles
-    from memsys.testing.manager_machine import backend_stores, machine_label, manager_machine
 
-    label = machine_label(tuple(backends))
-    step = machine_step(backends)
-    experiment = Experiment(step, label)
     # Each machine its own seed, all named by the run's: --seed reruns every one of them.
-    experiment.seed = zlib.crc32(f"{seed}:{label}".encode())
+    experiment.seed = zlib.crc32(f"{seed}:{experiment.target}".encode())
     counts = {"examples": 0, "steps": 0}
-    machine = manager_machine(open_stores or backend_stores(*backends), label=label)
 
     class Counted(machine):  # type: ignore[misc, valid-type]
         def __init__(self) -> None:
@@ -672,25 +669,96 @@ def manager_machine_run(backends: Sequence[str], *, examples: int, steps: int, s
             counts["steps"] += 1
             tick(1)
 
+        def teardown(self) -> None:
+            plan = getattr(self, "plan", None)  # the manager machine's port-level faults
+            for event in getattr(plan, "fired", ()):
+                key = f"{event.method}:{event.kind}"
+                experiment.fault_kinds[key] = experiment.fault_kinds.get(key, 0) + 1
+            super().teardown()
+
     started = time.perf_counter()
     planned = profiles.dose(examples, steps, settings_profile)
     try:
-        profiles.run(Counted, examples=examples, steps=steps, profile=settings_profile, seed=experiment.seed,
-                     shrink=shrink, command=chaos_replay_command(seed, chaos_profile, step))
+        ran = profiles.run(Counted, examples=examples, steps=steps, profile=settings_profile, seed=experiment.seed,
+                           shrink=shrink, command=chaos_replay_command(seed, chaos_profile, step))
     except Exception as exc:  # noqa: BLE001 - a finding, reported with what replays it
         _machine_failure(experiment, exc, Counted)
     else:
+        experiment.seed = ran["seed"]  # MEMSYS_SEED overrides the run's
         experiment.detail = (f"{counts['examples']} examples ({planned[0]} planned) of up to {planned[1]} steps, "
-                             f"seed {experiment.seed}: every store, the cache, the breakers and the queue "
-                             f"checked against the model after each step")
+                             f"seed {experiment.seed}: {checked}")
     experiment.attempted = max(0, counts["steps"] - counts["examples"])  # steps, not the checks at the start
+    experiment.faults += sum(experiment.fault_kinds.values())
     experiment.seconds = time.perf_counter() - started
     return experiment
 
 
-#: Seconds per manager-machine step on the 2-core reference machine, by the slowest store of a set.
-MACHINE_STEP_SECONDS = {"chroma": 0.25, "kuzu": 0.06, "duckdb": 0.05, "faiss": 0.03, "networkx": 0.02,
-                        "tinydb": 0.02, "lmdb": 0.02}
+def manager_machine_run(backends: Sequence[str], *, examples: int, steps: int, seed: int, settings_profile: str = "deep",
+                        chaos_profile: str = "deep", tick: Callable[[int], None] = lambda n: None,
+                        open_stores: Callable[[str], dict[str, Any]] | None = None,
+                        shrink: bool | None = None) -> Experiment:
+    """The full manager machine (memsys.testing.manager_machine) over ``backends``: the CI dose
+    ``examples`` x ``steps`` under ``settings_profile`` (deep: 10x the examples, 2x the steps),
+    seeded by ``seed`` (the chaos run's seed names it). ``tick`` gets one unit per step run.
+    ``open_stores`` replaces the embedded stores (a test's broken adapter). A failure is the
+    experiment FAILED with its steps and the lines that replay it, exactly or as the same run."""
+    from memsys.testing import manager_machine as machines
+
+    label = machines.machine_label(tuple(backends))
+    step = machine_step(backends)
+    machine = machines.manager_machine(open_stores or machines.backend_stores(*backends), label=label)
+    return _run_machine(Experiment(step, label), machine, step, examples=examples, steps=steps, seed=seed,
+                        settings_profile=settings_profile, chaos_profile=chaos_profile, tick=tick, shrink=shrink,
+                        checked="every store, the cache, the breakers and the queue checked against the model "
+                                "after each step")
+
+
+def power_loss_machine_run(backends: Sequence[str], folder: str, *, examples: int, steps: int, seed: int,
+                           settings_profile: str = "deep", chaos_profile: str = "deep",
+                           tick: Callable[[int], None] = lambda n: None, shrink: bool | None = None) -> Experiment:
+    """The power-loss machine (memsys.testing.manager_machine.power_loss_machine) over ``backends`` on
+    a power-loss file system mounted in ``folder``: transactions, simulated crashes and power failures
+    between transactions and at each protocol step. Where FUSE cannot mount, "unavailable"."""
+    from memsys.testing import manager_machine as machines
+    from memsys.testing.powerloss import PowerLossFS, PowerLossUnavailable
+
+    label = machines.machine_label(tuple(backends))
+    step = machine_step(backends, "power-loss")
+    experiment = Experiment(step, label)
+    fs = PowerLossFS(folder)
+    try:
+        fs.mount()
+    except PowerLossUnavailable as exc:
+        fs.close()
+        experiment.status, experiment.detail = "unavailable", f"power-loss filesystem: {exc}"
+        return experiment
+    try:
+        machine = machines.power_loss_machine(machines.backend_stores(*backends), fs.mount_point, fs.power_failure,
+                                              label=label)
+        _run_machine(experiment, machine, step, examples=examples, steps=steps, seed=seed,
+                     settings_profile=settings_profile, chaos_profile=chaos_profile, tick=tick, shrink=shrink,
+                     checked="acknowledged transactions survive every power failure, undecided ones leave no trace")
+    finally:
+        fs.close()
+    if fs.power_failures:
+        experiment.fault_kinds["power failure"] = fs.power_failures
+        experiment.faults += fs.power_failures
+    return experiment
+
+
+#: Seconds per manager-machine step (example set-up included) on the 2-core reference machine, by
+#: store; a mixed set costs about its dearest store's plus a little per other store.
+MACHINE_STEP_SECONDS = {"chroma": 0.13, "duckdb": 0.065, "kuzu": 0.05, "lmdb": 0.035, "networkx": 0.025,
+                        "faiss": 0.023, "tinydb": 0.02}
+
+
+#: The power-loss machine's steps remount a FUSE file system now and then.
+POWER_LOSS_STEP_SECONDS = 0.2
+
+
+def machine_step_seconds(backends: Sequence[str]) -> float:
+    costs = sorted((MACHINE_STEP_SECONDS.get(b, 0.05) for b in backends), reverse=True)
+    return costs[0] + 0.01 * (len(costs) - 1)
 
 
 def network(folder: str, seed: int, *, toxiproxy: str | None, start_toxiproxy: bool, chroma: Any,
@@ -724,72 +792,94 @@ def network(folder: str, seed: int, *, toxiproxy: str | None, start_toxiproxy: b
     return results
 
 
-def power_loss_manager(workdir: str) -> Any:
+def power_loss_stores(workdir: str) -> dict[str, Any]:
     """memsys.testing.powerloss's stores with LMDB synced: LMDB unsynced is not safe against torn
     writes (a known limit: its own meta pages tear), and sync=True is its setting for power loss."""
     from memsys.adapters.duckdb_store import DuckDBMemoryAdapter
     from memsys.adapters.lmdb_store import LMDBMemoryAdapter
     from memsys.adapters.tinydb_store import TinyDBMemoryAdapter
-    from memsys.application.manager import MemoryManager
 
-    stores = {"lmdb": LMDBMemoryAdapter(path=os.path.join(workdir, "lmdb"), sync=True),
-              "duckdb": DuckDBMemoryAdapter(path=os.path.join(workdir, "items.duckdb"), sync=False),
-              "tinydb": TinyDBMemoryAdapter(path=os.path.join(workdir, "items.json"), sync=False)}
-    return MemoryManager(stores, transaction_log=os.path.join(workdir, "txlog"))
+    return {"lmdb": LMDBMemoryAdapter(path=os.path.join(workdir, "lmdb"), sync=True),
+            "duckdb": DuckDBMemoryAdapter(path=os.path.join(workdir, "items.duckdb"), sync=False),
+            "tinydb": TinyDBMemoryAdapter(path=os.path.join(workdir, "items.json"), sync=False)}
 
 
-def _power_loss(folder: str, seed: int, transactions: int, power_failures: int, tear: bool) -> dict[str, Any]:
-    """One power-loss experiment as a plain dict (it runs in a child process). Torn power failures
-    run with LMDB synced (see power_loss_manager)."""
+def _power_loss_name(phase: str, tear: bool) -> str:
+    return f"power loss: {phase}" + (" (torn writes)" if tear else "")
+
+
+def _power_loss_target(tear: bool) -> str:
+    return "lmdb(synced)+duckdb+tinydb" if tear else "lmdb+duckdb+tinydb"
+
+
+def _power_loss(folder: str, seed: int, transactions: int, power_failures: int, tear: bool) -> list[dict[str, Any]]:
+    """The power-loss experiment's phases (memsys.testing.powerloss.PHASES: during commits, during
+    log compaction, during recovery), one plain dict each (they run in one child process). Torn
+    power failures run with LMDB synced (see power_loss_stores). Every figure is the history
+    checker's (memsys.testing.history.check_history)."""
     from memsys.testing.plugin import servers_required
-    from memsys.testing.powerloss import PowerLossUnavailable, open_manager, run_power_loss_experiment
+    from memsys.testing.powerloss import PHASES, PowerLossUnavailable, open_stores, run_power_loss_experiment
 
-    name = "power loss" + (" (torn writes)" if tear else "")
-    experiment = Experiment(name, "lmdb(synced)+duckdb+tinydb" if tear else "lmdb+duckdb+tinydb", seed=seed)
-    started = time.perf_counter()
-    try:
-        result = run_power_loss_experiment(folder, seed, transactions, power_failures=power_failures, tear=tear,
-                                           open_manager=power_loss_manager if tear else open_manager)
-    except PowerLossUnavailable as exc:
-        # Where FUSE cannot mount, the fault cannot be made real; CI must make it.
-        experiment.status = "FAILED" if servers_required() else "unavailable"
-        experiment.detail = f"unavailable: {exc}"
-        return dataclasses.asdict(experiment)
-    experiment.faults = result["power_failures"]
-    experiment.fault_kinds = {"power failure" + (" (torn)" if tear else ""): result["power_failures"]}
-    experiment.attempted, experiment.acknowledged = result["attempted"], result["acknowledged"]
-    experiment.lost, experiment.partial = len(result["lost"]), len(result["partial"])
-    experiment.unexpected = len(result["unexpected"])
-    if result["refused"]:
-        experiment.errors = 1
-        experiment.detail = f"the stores would not reopen: {result['refused']}"
-    if not result["ok"]:
-        experiment.status = "FAILED"
-        experiment.detail = experiment.detail or \
-            f"lost {result['lost'][:3]} partial {result['partial'][:3]} unexpected {result['unexpected'][:3]}"
-    else:
-        experiment.detail = f"{result['power_failures']} power failures, every transaction checked after reopening"
-    experiment.seconds = time.perf_counter() - started
-    return dataclasses.asdict(experiment)
+    out = []
+    for phase in PHASES:
+        experiment = Experiment(_power_loss_name(phase, tear), _power_loss_target(tear), seed=seed)
+        started = time.perf_counter()
+        try:
+            result = run_power_loss_experiment(os.path.join(folder, phase), seed, transactions,
+                                               power_failures=power_failures, tear=tear, phase=phase,
+                                               open_stores=power_loss_stores if tear else open_stores)
+        except PowerLossUnavailable as exc:
+            # Where FUSE cannot mount, the fault cannot be made real; CI must make it.
+            experiment.status = "FAILED" if servers_required() else "unavailable"
+            experiment.detail = f"unavailable: {exc}"
+            out.append(dataclasses.asdict(experiment))
+            continue
+        experiment.faults = result["power_failures"]
+        experiment.fault_kinds = {f"power failure {where}": count for where, count in result["fault_kinds"].items()}
+        experiment.attempted, experiment.acknowledged = result["attempted"], result["acknowledged"]
+        experiment.lost, experiment.partial = len(result["lost"]), len(result["partial"])
+        experiment.unexpected, experiment.recovered = len(result["unexpected"]), result.get("recovered", 0)
+        figures = (f"{result['power_failures']} power failures; {result['compactions']} log compactions "
+                   f"({result['compactions_cut']} cut by the power); {result['recoveries']} recoveries "
+                   f"({result['recoveries_cut']} cut by the power, {result['redone']} transactions redone)")
+        problems = []
+        if result["refused"]:
+            experiment.errors += 1
+            problems.append(f"the stores would not reopen: {result['refused']}")
+        if result["recovery_failures"]:
+            experiment.errors += len(result["recovery_failures"])
+            problems.append(f"recovery failed: {'; '.join(result['recovery_failures'][:2])}")
+        if result["explain"]:
+            problems.append(result["explain"].replace("\n", "; "))
+        if not result["ok"]:
+            experiment.status = "FAILED"
+            experiment.detail = "; ".join(problems) + f" ({figures})"
+        else:
+            experiment.detail = f"{figures}; every transaction judged by the set and all-or-nothing checkers"
+        experiment.seconds = time.perf_counter() - started
+        out.append(dataclasses.asdict(experiment))
+    return out
 
 
 def power_loss(folder: str, seed: int, transactions: int, power_failures: int,
                tick: Callable[[int], None] = lambda n: None) -> list[Experiment]:
-    """Power failures (plain, then with torn writes) in a child process each: a hang in the FUSE
-    mount or a crash of an engine on what the power left is counted, not suffered."""
+    """Power failures during commits, log compactions and recoveries (plain, then with torn
+    writes), in a child process each: a hang in the FUSE mount or a crash of an engine on what the
+    power left is counted, not suffered."""
     import functools
 
     from memsys.testing.isolate import run_isolated
+    from memsys.testing.powerloss import PHASES
 
     results = []
     for tear in (False, True):
         call = functools.partial(_power_loss, os.path.join(folder, "torn" if tear else "plain"), seed + tear,
                                  transactions, power_failures, tear)
-        outcome = run_isolated([call], timeout=300 + 10 * transactions)[0]
+        outcome = run_isolated([call], timeout=300 + 30 * transactions)[0]
         if outcome.status == "returned":
-            results.append(Experiment(**outcome.value))
+            results.extend(Experiment(**value) for value in outcome.value)
         else:
-            experiment = Experiment("power loss" + (" (torn writes)" if tear else ""), "lmdb+duckdb+tinydb",
+            experiment = Experiment(_power_loss_name("/".join(PHASES), tear), _power_loss_target(tear),
                                     status="FAILED", seed=seed + tear)
             if outcome.status == "hung":
                 experiment.hung = 1
@@ -885,10 +975,20 @@ def plan_run(config: Any, workdir: str, *, dose: str | None = None, run_id: str 
 
             for backends, (examples, steps) in MACHINES.items():
                 total = machine_dose(examples, steps, profile.manager_machines)
-                per = sum(MACHINE_STEP_SECONDS.get(b, 0.05) for b in backends)
+                per = machine_step_seconds(backends)
                 plan.append(Planned(machine_step(backends), "stateful", total[0] * (total[1] + 1), per,
                                     lambda tick, b=backends, e=examples, s=steps: manager_machine_run(
                                         b, examples=e, steps=s, seed=seed, settings_profile=profile.manager_machines,
+                                        chaos_profile=profile.name, tick=tick)))
+            from memsys.testing.manager_machine import POWER_LOSS_MIXES
+
+            for backends, (examples, steps) in POWER_LOSS_MIXES.items():
+                total = machine_dose(examples, steps, profile.manager_machines)
+                folder = os.path.join(workdir, f"powerloss-machine-{'+'.join(backends)}")
+                plan.append(Planned(machine_step(backends, "power-loss"), "stateful", total[0] * (total[1] + 1),
+                                    POWER_LOSS_STEP_SECONDS,
+                                    lambda tick, b=backends, e=examples, s=steps, f=folder: power_loss_machine_run(
+                                        b, f, examples=e, steps=s, seed=seed, settings_profile=profile.manager_machines,
                                         chaos_profile=profile.name, tick=tick)))
     if "network" in config.experiments:
         chroma = next((s for s in config.stores.values() if s.server is not None), None)
@@ -903,7 +1003,7 @@ def plan_run(config: Any, workdir: str, *, dose: str | None = None, run_id: str 
                                                  quick=profile.network_quick, faults=config.network_faults,
                                                  tick=tick)))
     if "powerloss" in config.experiments:
-        plan.append(Planned("power loss", "powerloss", 2, 4 + 0.1 * profile.powerloss_transactions,
+        plan.append(Planned("power loss", "powerloss", 2, 12 + 0.4 * profile.powerloss_transactions,
                             lambda tick: power_loss(os.path.join(workdir, "powerloss"), seed,
                                                     profile.powerloss_transactions, profile.power_failures, tick)))
     if "real" in config.experiments:
@@ -1182,7 +1282,8 @@ def run_chaos(workdir: str | None = None, seed: int = 0, report_path: str | None
                       f"{r.recover_seconds:.3f}", status)
     console.print(table)
     for r in results:
-        if r.detail and not (r.status == "ok" and r.ok):
+        # The power-loss phases' figures (compactions and recoveries cut by the power) are not columns.
+        if r.detail and (not (r.status == "ok" and r.ok) or r.name.startswith("power loss")):
             console.print(f"[bold]{escape(r.name)} ({escape(r.target)})[/]: {escape(r.detail)}", highlight=False,
                           soft_wrap=True)
     totals = report["totals"]
