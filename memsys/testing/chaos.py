@@ -839,9 +839,12 @@ def _power_loss(folder: str, seed: int, transactions: int, power_failures: int, 
         experiment.attempted, experiment.acknowledged = result["attempted"], result["acknowledged"]
         experiment.lost, experiment.partial = len(result["lost"]), len(result["partial"])
         experiment.unexpected, experiment.recovered = len(result["unexpected"]), result.get("recovered", 0)
-        figures = (f"{result['power_failures']} power failures; {result['compactions']} log compactions "
-                   f"({result['compactions_cut']} cut by the power); {result['recoveries']} recoveries "
-                   f"({result['recoveries_cut']} cut by the power, {result['redone']} transactions redone)")
+        figures = (f"{result['power_failures']} power failures, {result['recoveries']} recoveries "
+                   f"({result['redone']} transactions redone)")
+        if phase == "compaction":
+            figures += f"; {result['compactions']} log compactions, {result['compactions_cut']} cut by the power"
+        elif phase == "recovery":
+            figures += f"; {result['recoveries_cut']} recoveries cut by the power"
         problems = []
         if result["refused"]:
             experiment.errors += 1

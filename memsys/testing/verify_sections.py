@@ -10,8 +10,10 @@ crash or a hang. Checks ``closed_files`` and ``crash_copy``.
 powerloss (stores that declare PERSISTENCE): the adapter runs on a FUSE file system that keeps
 unsynced pages volatile (memsys.testing.powerloss) and the power fails: alone, after
 acknowledged writes (``alone_acknowledged_writes_survive_power_loss``), and inside
-MemoryManager transactions with LMDB and DuckDB, with failures between transactions and in
-the middle of commits (``transactions_all_or_nothing_after_power_loss``,
+MemoryManager transactions with LMDB and DuckDB (memsys.testing.powerloss.run_power_loss_experiment):
+failures between transactions and in the middle of commits, during and right after log
+compactions, and during and right after recovery, each history judged by the set and
+all-or-nothing checkers (``transactions_all_or_nothing_after_power_loss``,
 ``transactions_acknowledged_survive_power_loss``). Where FUSE cannot mount the checks are
 skipped with the reason; with CI set they fail instead.
 """
@@ -77,21 +79,29 @@ def _close_quietly(store: Any) -> None:
 
 
 def _powerloss_alone(target: Any, fs: Any, seed: int, dose: Any, problems: dict[str, list[str]]) -> str:
+    """Single writes (some overwriting a few keys) on the adapter alone, a power failure, and every
+    key read back; the history (each write's version, each read's) is judged by the register
+    checker (memsys.testing.history.check_registers): a key read older than its last acknowledged
+    write, or missing, is stale; a value no write carried is unexpected."""
     from memsys.domain.errors import MemsysError
     from memsys.domain.model import MemoryItem, MemoryType
+    from memsys.testing.history import Op, check_registers
 
     check = POWERLOSS_CHECKS[0]
     rng = random.Random(seed)
     path = os.path.join(fs.mount_point, "alone")
-    acked: dict[str, str] = {}
+    history: list[Op] = []
+    versions: dict[str, int] = {}  # content written -> its version (the write's sequence number)
     store = target.open(path)
     failures = 0
     for round_no in range(2):
         for n in range(dose.powerloss_writes):
             item_id = f"u-{rng.randrange(4)}" if rng.random() < 0.3 else f"p{round_no}-{n:04d}"
-            content = f"power round {round_no} write {n}"
-            store.store(MemoryItem(id=item_id, content=content, memory_type=MemoryType.EPISODIC))
-            acked[item_id] = content
+            version = versions[f"power round {round_no} write {n}"] = len(versions) + 1
+            history.append(Op("writer", "invoke", "write", version, item_id))
+            store.store(MemoryItem(id=item_id, content=f"power round {round_no} write {n}",
+                                   memory_type=MemoryType.EPISODIC))
+            history.append(Op("writer", "ok", "write", version, item_id))
         fs.power_failure()
         failures += 1
         _close_quietly(store)
@@ -101,78 +111,78 @@ def _powerloss_alone(target: Any, fs: Any, seed: int, dose: Any, problems: dict[
             problems.setdefault(check, []).append(f"after power failure {failures} the store would not reopen: "
                                                   f"{type(exc).__name__}: {exc}")
             return ""
-        wrong = []
-        for item_id, content in sorted(acked.items()):
+        for item_id in sorted({op.key for op in history if op.f == "write"}):
+            history.append(Op("reader", "invoke", "read", None, item_id))
             item = store.retrieve(item_id)
-            if item is None or item.content != content:
-                wrong.append(f"{item_id!r} acknowledged as {content!r}, found "
-                             f"{None if item is None else item.content!r}")
-        if wrong:
-            problems.setdefault(check, []).append(f"after power failure {failures}, {len(wrong)} of {len(acked)} "
-                                                  f"acknowledged writes are wrong: " + "; ".join(wrong[:4]))
+            # A value no write carried reads as version 0, which the checker reports as unexpected.
+            seen = None if item is None else versions.get(item.content, 0)
+            history.append(Op("reader", "ok", "read", seen, item_id))
+        verdict = check_registers(history)
+        if not verdict.valid:
+            wrong = [f"{e['key']!r} acknowledged at version {e['acknowledged']:g}, read {e['read']}"
+                     for e in verdict.stale] + [f"{e['key']!r} read a value no write carried" for e in verdict.unexpected]
+            problems.setdefault(check, []).append(
+                f"after power failure {failures}, the register checker found {len(verdict.stale)} stale and "
+                f"{len(verdict.unexpected)} unexpected reads of {verdict.keys} keys: " + "; ".join(wrong[:4]))
             break
     store.close()
-    return f"{failures} power failures, {len(acked)} ids"
+    keys = len({op.key for op in history})
+    return f"{failures} power failures, {keys} ids, every read judged by the register checker"
 
 
-def _powerloss_transactions(target: Any, fs: Any, seed: int, dose: Any, problems: dict[str, list[str]]) -> str:
-    from memsys.application.transactions import STEPS
-    from memsys.domain.errors import CommitIncompleteError, MemsysError
-    from memsys.testing.crash import SimulatedCrash, crash_at
-    from memsys.testing.powerloss import _abandon
-    from memsys.testing.verify_faults import cross_writes, judge_transactions, open_cross_manager, write_transaction
+def _cross_stores(target: Any) -> Any:
+    """Opens the adapter with LMDB and DuckDB (unsynced: the coordinator log makes commits durable),
+    as memsys.testing.verify_faults.open_cross_manager does, for the power-loss experiment."""
+    from memsys.adapters.duckdb_store import DuckDBMemoryAdapter
+    from memsys.adapters.lmdb_store import LMDBMemoryAdapter
+    from memsys.testing.verify_faults import NAME
 
-    rng = random.Random(seed + 1)
-    folder = os.path.join(fs.mount_point, "stores")
-    total = dose.powerloss_transactions
-    points = {n: rng.choice((None, *STEPS)) for n in sorted(rng.sample(range(total), min(2, total)))}
-    attempted: dict[str, dict[str, list[str]]] = {}
-    acked: set[str] = set()
-    failed: set[str] = set()
-    manager = open_cross_manager(target, folder)
-    for n in range(total):
-        tx_id = f"pl{seed}-{n:04d}"
-        writes = attempted[tx_id] = cross_writes(rng, tx_id)
-        if points.get(n):
-            crash_at(manager, points[n])
+    def open_stores(folder: str) -> dict[str, Any]:
+        stores: dict[str, Any] = {}
         try:
-            write_transaction(manager, tx_id, writes)
-        except SimulatedCrash:  # the power went mid-commit: all or nothing, either is fine
-            pass
-        except CommitIncompleteError:
-            acked.add(tx_id)
-        except MemsysError:
-            failed.add(tx_id)
-        else:
-            acked.add(tx_id)
-        if n in points:
-            fs.power_failure()
-            _abandon(manager)
-            try:
-                manager = open_cross_manager(target, folder)
-            except MemsysError as exc:
-                problems.setdefault(POWERLOSS_CHECKS[1], []).append(
-                    f"after the power failure at transaction {n} the stores would not reopen: {exc}")
-                return ""
-    manager.close()
-    fs.power_failure()
-    try:
-        manager = open_cross_manager(target, folder)
-    except MemsysError as exc:
-        problems.setdefault(POWERLOSS_CHECKS[1], []).append(f"after the final power failure: {exc}")
-        return ""
-    try:
-        partial, lost, unexpected = judge_transactions(manager, attempted, acked, failed)
-    finally:
-        manager.close()
-    if partial or unexpected:
-        problems.setdefault(POWERLOSS_CHECKS[1], []).append(f"on only some stores: {partial[:5]}; applied though "
-                                                            f"they failed: {unexpected[:5]}")
-    if lost:
-        problems.setdefault(POWERLOSS_CHECKS[2], []).append(f"{len(lost)} acknowledged transaction(s) lost: "
-                                                            f"{lost[:5]}")
-    at = ", ".join(f"transaction {n} ({step or 'between transactions'})" for n, step in points.items())
-    return f"{len(attempted)} transactions, power failures at {at} and after close"
+            stores[NAME] = target.open(os.path.join(folder, "adapter"))
+            stores["lmdb"] = LMDBMemoryAdapter(path=os.path.join(folder, "lmdb"), sync=False)
+            stores["duckdb"] = DuckDBMemoryAdapter(path=os.path.join(folder, "items.duckdb"), sync=False)
+        except BaseException:
+            for store in stores.values():
+                _close_quietly(store)
+            raise
+        return stores
+
+    return open_stores
+
+
+def _powerloss_transactions(target: Any, folder: str, seed: int, dose: Any, problems: dict[str, list[str]]) -> str:
+    """memsys.testing.powerloss.run_power_loss_experiment over the adapter, LMDB and DuckDB, in each
+    phase (power failures during commits, during log compactions, during recovery), each on its
+    own mount; the history checkers' verdicts become the two transaction checks."""
+    from memsys.testing.powerloss import PHASES, run_power_loss_experiment
+    from memsys.testing.verify_faults import cross_writes
+
+    notes = []
+    for n, phase in enumerate(PHASES):
+        result = run_power_loss_experiment(os.path.join(folder, f"fs-{phase}"), seed + 1 + n,
+                                           dose.powerloss_transactions, power_failures=2, phase=phase,
+                                           open_stores=_cross_stores(target), plan_writes=cross_writes)
+        atomicity = [line for line in result["explain"].splitlines() if not line.startswith("lost")]
+        if result["refused"]:
+            problems.setdefault(POWERLOSS_CHECKS[1], []).append(f"{phase}: {result['refused']}")
+        if result["recovery_failures"]:
+            problems.setdefault(POWERLOSS_CHECKS[1], []).append(
+                f"{phase}: recovery failed: {'; '.join(result['recovery_failures'][:2])}")
+        if atomicity:
+            problems.setdefault(POWERLOSS_CHECKS[1], []).append(f"{phase}: " + "; ".join(atomicity))
+        if result["lost"]:
+            problems.setdefault(POWERLOSS_CHECKS[2], []).append(
+                f"{phase}: {len(result['lost'])} acknowledged transaction(s) lost: {result['lost'][:5]}")
+        figures = f"{phase}: {result['attempted']} transactions ({result['acknowledged']} acknowledged), " \
+                  f"{result['power_failures']} power failures"
+        if phase == "compaction":
+            figures += f", {result['compactions']} log compactions ({result['compactions_cut']} cut)"
+        elif phase == "recovery":
+            figures += f", {result['recoveries']} recoveries ({result['recoveries_cut']} cut)"
+        notes.append(figures)
+    return "; ".join(notes)
 
 
 def powerloss_section(target: Any, folder: str, seed: int, dose: Any) -> list[Any]:
@@ -188,8 +198,7 @@ def powerloss_section(target: Any, folder: str, seed: int, dose: Any) -> list[An
     try:
         with power_loss_fs(os.path.join(folder, "fs")) as fs:
             notes.append(_powerloss_alone(target, fs, seed, dose, problems))
-        with power_loss_fs(os.path.join(folder, "fs-tx")) as fs:
-            notes.append(_powerloss_transactions(target, fs, seed, dose, problems))
+        notes.append(_powerloss_transactions(target, folder, seed, dose, problems))
     except PowerLossUnavailable as exc:
         if servers_required():
             return [Check("powerloss", n, "failed", f"FUSE cannot mount here and CI requires it: {exc}")
