@@ -121,17 +121,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     verify = sub.add_parser(
-        "verify-adapter", help="verify an adapter class: contract, stateful model, faults, crashes, damage, power loss",
+        "verify-adapter", help="verify an adapter class: contract, stateful model, faults, crashes, damage, power loss, "
+        "leaks",
         description="Build Class(path=...) and verify it section by section: the conformance kit (contract), the "
         "stateful model against the reference store (stateful), port-level faults alone and in cross-store "
-        "transactions with LMDB and DuckDB (faults), SIGKILL of a writing child (crash), damaged files (damage) and "
-        "power failures under a FUSE file system (powerloss). Exit status 0 when every check passes, 1 on any "
+        "transactions with LMDB and DuckDB (faults), SIGKILL of a writing child (crash), damaged files (damage), "
+        "power failures under a FUSE file system (powerloss) and open files, threads and memory over many open/close "
+        "cycles in a fresh child process (leaks). Exit status 0 when every check passes, 1 on any "
         "failure, 2 when the target is not an importable store. See docs/adapters.md.")
     verify.add_argument("target", help="package.module:Class, or a store spec such as "
                         "package.module:Class?path=P&option=value or faiss:P?dimension=8")
     verify.add_argument("--sections", action="append", metavar="LIST",
                         help="comma-separated sections to run (default: all): "
-                        "contract, stateful, faults, crash, damage, powerloss")
+                        "contract, stateful, faults, crash, damage, powerloss, leaks")
     verify.add_argument("--seed", type=int, default=0, help="seed of every generated workload, fault plan and kill")
     dose = verify.add_mutually_exclusive_group()
     dose.add_argument("--quick", action="store_true", help="a small dose of every section (CI)")

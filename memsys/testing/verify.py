@@ -12,7 +12,8 @@
 * ``crash``: SIGKILL of a child writing through it, alone and in cross-store
   transactions (memsys.testing.verify_crash);
 * ``damage``: damaged files reopened in a child process; ``powerloss``: power
-  failures under a FUSE file system (memsys.testing.verify_sections).
+  failures under a FUSE file system; ``leaks``: open files, threads and memory over
+  many open/close cycles in a fresh child (memsys.testing.verify_sections).
 """
 
 from __future__ import annotations
@@ -178,7 +179,7 @@ def print_report(report: ContractReport, console: Any = None) -> None:
 # ---------------------------------------------------------------------------------------------------
 # memsys verify-adapter: every section
 
-SECTIONS = ("contract", "stateful", "faults", "crash", "damage", "powerloss")
+SECTIONS = ("contract", "stateful", "faults", "crash", "damage", "powerloss", "leaks")
 _STORE_METHODS = ("store", "retrieve", "search", "delete", "close")
 
 
@@ -298,6 +299,11 @@ class Dose:
     damage_trials: int
     powerloss_writes: int
     powerloss_transactions: int
+    #: leaks: unjudged cycles first (engines and caches load once), then sampled and traced cycles.
+    leak_warm_up: int = 4
+    leak_cycles: int = 16
+    leak_traced_cycles: int = 8
+    leak_timeout: float = 120.0
 
     @classmethod
     def named(cls, name: str) -> Dose:
@@ -305,9 +311,10 @@ class Dose:
 
 
 DOSES = {
-    "quick": Dose("quick", 10, 20, 60, 12, 12, 0.4, 2, 3, 4, 20, 8),
-    "standard": Dose("standard", 30, 30, 200, 30, 40, 0.5, 6, 10, 12, 60, 20),
-    "deep": Dose("deep", 200, 50, 2000, 200, 300, 1.0, 40, 80, 60, 300, 100),
+    # quick measures 12 cycles: fewer lets one allocator step look like a leak (slope ~ 1.5 x step / cycles).
+    "quick": Dose("quick", 10, 20, 60, 12, 12, 0.4, 2, 3, 4, 20, 8, 4, 12, 6),
+    "standard": Dose("standard", 30, 30, 200, 30, 40, 0.5, 6, 10, 12, 60, 20, 4, 16, 8),
+    "deep": Dose("deep", 200, 50, 2000, 200, 300, 1.0, 40, 80, 60, 300, 100, 8, 200, 32, 600.0),
 }
 
 
@@ -390,7 +397,8 @@ def _section_runner(name: str) -> Any:
         return crash_section
     from memsys.testing import verify_sections
 
-    return {"damage": verify_sections.damage_section, "powerloss": verify_sections.powerloss_section}[name]
+    return {"damage": verify_sections.damage_section, "powerloss": verify_sections.powerloss_section,
+            "leaks": verify_sections.leaks_section}[name]
 
 
 def run_verify(target: str | type | AdapterTarget, *, sections: Sequence[str] | None = None, seed: int = 0,

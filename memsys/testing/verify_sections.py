@@ -16,6 +16,13 @@ compactions, and during and right after recovery, each history judged by the set
 all-or-nothing checkers (``transactions_all_or_nothing_after_power_loss``,
 ``transactions_acknowledged_survive_power_loss``). Where FUSE cannot mount the checks are
 skipped with the reason; with CI set they fail instead.
+
+leaks: the adapter is opened, written, read and closed many times in a fresh child process
+(memsys.testing.leaks.LeakProbe over StoreCycle, as the leak scenario of features/stores.feature
+does): after a warm-up, open files and threads must not grow (``no_files_or_threads_left_open``),
+resident memory, which also shows native allocations, must grow by less than 512 KiB per cycle
+(least-squares slope, ``resident_memory_flat``), and the Python heap traced over further cycles
+by less than 1 MiB (``python_heap_flat``).
 """
 
 from __future__ import annotations
@@ -213,3 +220,63 @@ def powerloss_section(target: Any, folder: str, seed: int, dose: Any) -> list[An
         else:
             out.append(Check("powerloss", name, "passed", note))
     return out
+
+
+# ------------------------------------------------------------------------------ leaks
+
+LEAK_CHECKS = ["no_files_or_threads_left_open", "resident_memory_flat", "python_heap_flat"]
+
+
+def _leak_problems(report: Any) -> dict[str, str]:
+    """Each check's problem in ``report`` (memsys.testing.leaks.LeakReport), by check name; the bounds
+    are the probe's own defaults, so the section and the leak scenario judge alike."""
+    from memsys.testing.leaks import DEFAULT_MAX_GROWTH_PER_CYCLE, DEFAULT_MAX_TRACED_GROWTH
+
+    found = {}
+    left = []
+    if report.fds_after > report.fds_before:
+        left.append(f"{report.fds_after - report.fds_before} more open files ({report.fds_before} before, "
+                    f"{report.fds_after} after)")
+    if report.new_threads:
+        left.append(f"threads left running: {list(report.new_threads)[:8]}")
+    if left:
+        found[LEAK_CHECKS[0]] = f"after {report.cycles} open/close cycles: " + "; ".join(left)
+    if report.per_cycle >= DEFAULT_MAX_GROWTH_PER_CYCLE:
+        found[LEAK_CHECKS[1]] = (f"resident memory grew by {report.per_cycle / 1024:.0f} KiB per cycle "
+                                 f"(bound {DEFAULT_MAX_GROWTH_PER_CYCLE >> 10} KiB); {report.summary()}")
+    if report.traced_growth is None or report.traced_growth >= DEFAULT_MAX_TRACED_GROWTH:
+        found[LEAK_CHECKS[2]] = (f"the Python heap grew by {report.traced_growth} bytes over {report.traced_cycles} "
+                                 f"traced cycles (bound {DEFAULT_MAX_TRACED_GROWTH >> 10} KiB)")
+    return found
+
+
+def leaks_section(target: Any, folder: str, seed: int, dose: Any) -> list[Any]:
+    from memsys.testing.leaks import MIB, LeakError, LeakProbe, StoreCycle, open_fds, resident_bytes
+    from memsys.testing.verify import Check
+
+    try:
+        resident_bytes(), open_fds()
+    except (RuntimeError, OSError, ImportError) as exc:  # neither /proc nor psutil: nothing to measure with
+        return [Check("leaks", n, "skipped", f"cannot measure this process here: {exc}") for n in LEAK_CHECKS]
+    reproduce = f"\nreproduce: memsys verify-adapter '{target.spec}' --sections leaks --seed {seed}"
+    # A fresh child (the probe's): resident memory there moves only with the adapter's cycles.
+    cycle = StoreCycle(target.open, os.path.join(folder, "cycles"), "store")
+    os.makedirs(cycle.folder, exist_ok=True)  # an adapter may expect its path's parent to exist, as elsewhere
+    try:
+        with LeakProbe(cycle, timeout=dose.leak_timeout) as probe:
+            probe.warm_up(dose.leak_warm_up)
+            report = probe.measure(dose.leak_cycles, traced_cycles=dose.leak_traced_cycles)
+    except LeakError as exc:  # a cycle raised, or the child died or hung: no verdict on leaks
+        return [Check("leaks", n, "error", f"the open/write/read/close cycle did not run: {exc}"[:3000] + reproduce)
+                for n in LEAK_CHECKS]
+    problems = _leak_problems(report)
+    notes = {
+        LEAK_CHECKS[0]: f"{report.fds_before} open files before and {report.fds_after} after {report.cycles} cycles, "
+                        "no new threads",
+        LEAK_CHECKS[1]: f"{report.per_cycle / 1024:+.1f} KiB per cycle over {report.cycles} cycles after "
+                        f"{dose.leak_warm_up} warm-up cycles (resident {report.resident[-1] / MIB:.0f} MiB)",
+        LEAK_CHECKS[2]: f"{report.traced_growth:+d} bytes over {report.traced_cycles} traced cycles"
+                        if report.traced_growth is not None else "",
+    }
+    return [Check("leaks", n, "failed", problems[n] + reproduce) if n in problems
+            else Check("leaks", n, "passed", notes[n]) for n in LEAK_CHECKS]
