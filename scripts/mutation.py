@@ -51,7 +51,7 @@ TARGETS: dict[str, dict[str, list[str]]] = {
     },
     "adapters": {
         "mutate": ["memsys/adapters/*"],
-        "tests": ["tests/adapters"],
+        "tests": ["tests/adapters", "tests/mutation/test_adapter_gaps.py"],
     },
 }
 
@@ -65,6 +65,7 @@ def _toml_list(values: list[str]) -> str:
 
 def mutmut_block(target: str, children: int) -> str:
     spec = TARGETS[target]
+    tests = [t for t in spec["tests"] if (ROOT / t).exists()]  # a test file not written yet is skipped
     return "\n".join(
         [
             "",
@@ -72,7 +73,7 @@ def mutmut_block(target: str, children: int) -> str:
             'source_paths = ["memsys"]',
             f"only_mutate = {_toml_list(spec['mutate'])}",
             f"do_not_mutate = {_toml_list(DO_NOT_MUTATE)}",
-            f"pytest_add_cli_args_test_selection = {_toml_list(spec['tests'])}",
+            f"pytest_add_cli_args_test_selection = {_toml_list(tests)}",
             # -p no:cacheprovider: the copies must not write .pytest_cache into the scratch tree
             'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q"]',
             'also_copy = ["conftest.py"]',
@@ -210,8 +211,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         prepare(scratch, args.target, args.children, fresh=not args.resume)
         generate(scratch)
-        names = args.names or draw(all_mutants(scratch), args.sample, args.seed)
-        (scratch / "sample.json").write_text(json.dumps(names, indent=0))
+        sample = draw(all_mutants(scratch), args.sample, args.seed)
+        # the score is always over the drawn sample; naming mutants only re-tests those
+        (scratch / "sample.json").write_text(json.dumps(sample, indent=0))
+        names = args.names or sample
         if args.resume and not args.names:
             # re-test only what has no verdict yet or survived: new tests may kill it now
             names = [n for n in names if unresolved(scratch, n)]

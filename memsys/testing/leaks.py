@@ -208,6 +208,7 @@ class StoreCycle:
         from memsys.domain.model import MemoryItem, MemoryType
 
         item_id, content = f"leak-cycle-{n % 4}", f"cycle {n}"  # a few ids, overwritten: the data stays small
+        os.makedirs(self.folder, exist_ok=True)  # stores that expect their parent folder to exist
         store = self.opener(os.path.join(self.folder, self.name))
         try:
             store.store(MemoryItem(id=item_id, content=content, memory_type=MemoryType.KNOWLEDGE))

@@ -171,6 +171,9 @@ def test_closing_without_a_log_names_the_committed_writes_a_store_never_got(capl
         manager.store(sample_item(2))
     lsn = manager.adapters["a"].retrieve("item-00002").version
     manager.close()  # must not raise: the loss is reported, not turned into a crash
+    quarantined = records(caplog, "store b failed to apply committed transactions and is quarantined until "
+                                  "recovery: StoreUnavailableError: ", logging.ERROR)
+    assert quarantined and "connection refused (injected)" in quarantined[0].getMessage(), caplog.text
     lost = records(caplog, "closing without a transaction log", logging.ERROR)
     assert len(lost) == 1, caplog.text
     message = lost[0].getMessage()
