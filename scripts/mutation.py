@@ -182,7 +182,7 @@ def report(scratch: Path, names: list[str] | None) -> dict[str, dict[str, int]]:
         pct = 100.0 * row["killed"] / row["total"] if row["total"] else 0.0
         print(f"  {package:<24} {row['killed']:>4}/{row['total']:<4} killed  {pct:5.1f}%")
     if survivors:
-        print("\nsurvivors (inspect with: cd build/mutation && mutmut show NAME):")
+        print(f"\nsurvivors (inspect with: cd {scratch} && mutmut show NAME):")
         for name, status in survivors:
             print(f"  {status:<10} {name}")
     return packages
