@@ -561,9 +561,11 @@ class Journal:
                                         path=self.log_path) from exc
         return records
 
-    def append(self, batch: Any, *, durable: bool = True) -> None:
+    def append(self, batch: Any, *, durable: bool | None = None) -> None:
+        """Log one batch; ``durable`` (default: the journal's ``sync``) fsyncs it before returning.
+        An explicit request wins over ``sync=False``: a caller with no other durable copy asks for it."""
         payload = json.dumps({"seq": self.seq + 1, "batch": batch}, ensure_ascii=False).encode()
-        self._log.append([payload], sync=durable and self.sync)
+        self._log.append([payload], sync=self.sync if durable is None else durable)
         self.seq += 1
 
     def maybe_compact(self, dump_state: Callable[[], tuple[dict[str, Any], bytes]]) -> None:

@@ -203,6 +203,11 @@ BREAKS: tuple[Break, ...] = (
           (Edit(TX, "self._apply_isolating(name, apply, batch, dead)\n                batch = []",
                 "self._apply_isolating(name, apply, batch, dead)\nbatch = None  # BREAK"),),
           ("tests/faults/test_coordinator_faults.py::test_recovery_of_more_than_one_batch_for_one_store_keeps_every_version",)),
+    Break("journal-ignores-durable-request", "a Journal store opened with sync=False never fsyncs, even when "
+          "asked for a durable apply (a manager without a log has no other durable copy)",
+          (Edit("memsys/durable.py", "sync=self.sync if durable is None else durable)",
+                "sync=bool(durable) and self.sync)  # BREAK"),),
+          ("tests/powerloss/test_durable_apply_request.py",)),
     Break("begin-forgets-lagging-store", "a transaction that began while a store was quarantined is checked "
           "for conflicts on it from the global watermark, so it overwrites what recovery applied (lost update)",
           (Edit(TX, "began_held = self._begin_held.get(transaction_id, {})", "began_held = {}  # BREAK"),),

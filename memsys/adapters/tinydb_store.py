@@ -523,8 +523,9 @@ class TinyDBMemoryAdapter(BaseMemoryStore):
             elif item_id in existing:
                 batch.append(["del", TABLE, item_id])
         # One journal record per batch: all of it survives a crash, or none of it. Under a manager
-        # (durable=False, its log holds the writes) or with sync=False, flush() makes it durable.
-        self._storage.apply(batch, durable=durable and self.sync)
+        # with a log (durable=False, the log holds the writes) flush() makes it durable later; a
+        # durable request (a write alone, or a manager without a log) is fsynced whatever sync says.
+        self._storage.apply(batch, durable=durable or self.sync)
 
     def compact(self) -> None:
         """Rewrite the snapshot now and empty the journal."""
