@@ -190,7 +190,8 @@ def test_report_html_renders_in_a_headless_browser_with_its_tables_and_plots(bro
         return int((np.abs(pixels - shown) <= 8).all(axis=-1).sum())
 
     # The plots were decoded and drawn: each phase's box colour, the bars, the failed rows' background.
+    # (A box's area follows the run's latency spread: a narrow one drew 148 pixels; none draws 0.)
     for phase, colour in PHASE_COLOURS.items():
-        assert count(colour, 0.85) > 200, f"no {phase}-fault latency boxes on the page"
+        assert count(colour, 0.85) > 40, f"no {phase}-fault latency boxes on the page"
     assert count("#ff7f0e") > 500, "no recovery bars on the page"
     assert count("#fde2e2") > 1000, "the failed experiments are not highlighted"

@@ -159,6 +159,14 @@ class HangsUnderLatencyStore(JsonFileStore):
 
 
 #: adapter -> (section, check) that must fail it
+class IgnoresDurableRequestsStore(JsonFileStore):
+    """Opened with ``sync=False`` it never fsyncs a write, even one its caller asks to be durable
+    (flush() still does): acknowledged writes of the store alone are lost at a power failure."""
+
+    def _apply(self, ops: Sequence[Operation], durable: bool) -> None:
+        super()._apply(ops, durable=False)
+
+
 CAUGHT_BY = {
     AcksBeforeDurableStore: ("crash", "alone_acknowledged_writes_survive_sigkill"),
     RollbackDoesNotRestoreStore: ("faults", "rollback_restores_after_failed_commit"),

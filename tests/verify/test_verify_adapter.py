@@ -56,7 +56,8 @@ def test_a_failing_adapter_exits_one_and_names_section_and_check(capsys) -> None
 
 
 def test_a_store_that_never_fsyncs_fails_the_power_loss_section(tmp_path) -> None:
-    report = run_verify("examples.jsonfile_store:JsonFileStore?sync=false", sections=["powerloss"], dose="quick",
+    report = run_verify("tests.verify.broken_adapters:IgnoresDurableRequestsStore?sync=false", sections=["powerloss"],
+                        dose="quick",
                         workdir=os.fspath(tmp_path))
     if all(c.outcome == "skipped" for c in report.checks):
         pytest.skip(report.checks[0].detail)
